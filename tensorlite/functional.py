@@ -1,0 +1,636 @@
+"""Every op: one Function with a hand-written forward and backward, then the name people call.
+
+Shape legend: B batch, T time, C channels, V vocab, N rows (B*T), nh heads, hs head size.
+`gy` is the gradient of the loss with respect to the op's output; backward returns the
+gradient for each input, in order (None where an input is not differentiable). The engine
+sums each gradient back to its input's shape, so broadcasting needs no code here.
+Backward never writes into gy: it may be shared with other ops.
+Derivations: docs/backward.md.
+"""
+import math
+
+from . import backend
+from .backend import get_array_module
+from .tensor import Function, Tensor
+
+
+# ================================ elementwise arithmetic ==================================
+
+class Add(Function):
+    """y = a + b.   da = gy,  db = gy"""
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return gy, gy
+
+
+class Sub(Function):
+    """y = a - b.   da = gy,  db = -gy"""
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        return gy, -gy
+
+
+class Mul(Function):
+    """y = a * b.   da = gy * b,  db = gy * a"""
+    def forward(self, a, b):
+        self.a, self.b = a, b  # each is the other's derivative
+        return a * b
+
+    def backward(self, gy):
+        return gy * self.b, gy * self.a
+
+
+class Div(Function):
+    """y = a / b.   da = gy / b,  db = -gy * a / b^2 = -gy * y / b"""
+    def forward(self, a, b):
+        self.b = b
+        self.y = a / b
+        return self.y
+
+    def backward(self, gy):
+        ga = gy / self.b
+        return ga, -ga * self.y
+
+
+class Neg(Function):
+    """y = -x.   dx = -gy"""
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """y = x^p for a constant p.   dx = gy * p * x^(p-1)"""
+    def forward(self, x, p):
+        self.x, self.p = x, p
+        return x ** p
+
+    def backward(self, gy):
+        return gy * (self.p * self.x ** (self.p - 1))
+
+
+# ==================================== elementwise math ====================================
+
+class Exp(Function):
+    """y = exp(x).   dx = gy * y"""
+    def forward(self, x):
+        self.y = get_array_module(x).exp(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y
+
+
+class Log(Function):
+    """y = log(x).   dx = gy / x"""
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).log(x)
+
+    def backward(self, gy):
+        return gy / self.x
+
+
+class Tanh(Function):
+    """y = tanh(x).   dx = gy * (1 - y^2)"""
+    def forward(self, x):
+        self.y = get_array_module(x).tanh(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * (1 - self.y * self.y)
+
+
+class Sqrt(Function):
+    """y = sqrt(x).   dx = gy / (2 y)"""
+    def forward(self, x):
+        self.y = get_array_module(x).sqrt(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy / (2 * self.y)
+
+
+class ReLU(Function):
+    """y = max(x, 0).   dx = gy * [x > 0]"""
+    def forward(self, x):
+        self.mask = x > 0  # the only thing backward needs
+        return x * self.mask
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+GELU_C = math.sqrt(2.0 / math.pi)
+
+
+class GELU(Function):
+    """GPT-2's tanh approximation: y = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3).
+
+    dx = gy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)),  t = tanh(u)
+    """
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        self.t = xp.tanh(GELU_C * (x + 0.044715 * x * x * x))  # saved: both terms of dx need it
+        return 0.5 * x * (1 + self.t)
+
+    def backward(self, gy):
+        x, t = self.x, self.t
+        du = GELU_C * (1 + 3 * 0.044715 * x * x)
+        return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+
+# ======================================= reductions =======================================
+
+def _normalize_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    return tuple(a % ndim for a in axes)
+
+
+def _expand_reduced(gy, axes, keepdims):
+    """Reinsert the reduced axes (size 1) so gy broadcasts against the input."""
+    if keepdims:
+        return gy
+    xp = get_array_module(gy)
+    return xp.expand_dims(gy, axes) if axes else gy
+
+
+class Sum(Function):
+    """y = sum(x, axis).   dx = gy broadcast back over the summed axes"""
+    def forward(self, x, axis=None, keepdims=False):
+        self.shape, self.axes, self.keepdims = x.shape, _normalize_axis(axis, x.ndim), keepdims
+        return x.sum(axis=self.axes, keepdims=keepdims)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return xp.broadcast_to(_expand_reduced(gy, self.axes, self.keepdims), self.shape)
+
+
+class Mean(Function):
+    """y = sum(x, axis) / n.   dx = gy / n broadcast back over the axes"""
+    def forward(self, x, axis=None, keepdims=False):
+        self.shape, self.axes, self.keepdims = x.shape, _normalize_axis(axis, x.ndim), keepdims
+        self.n = math.prod(x.shape[a] for a in self.axes)
+        return x.mean(axis=self.axes, keepdims=keepdims)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return xp.broadcast_to(_expand_reduced(gy, self.axes, self.keepdims) / self.n, self.shape)
+
+
+class Max(Function):
+    """y = max(x, axis).   dx = gy at the position of the max (split evenly between ties)"""
+    def forward(self, x, axis=None, keepdims=False):
+        self.axes, self.keepdims = _normalize_axis(axis, x.ndim), keepdims
+        y = x.max(axis=self.axes, keepdims=True)
+        self.mask = x == y                                   # where the max was taken
+        self.count = self.mask.sum(axis=self.axes, keepdims=True)  # ties share the gradient
+        return y if keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
+
+    def backward(self, gy):
+        gy = _expand_reduced(gy, self.axes, self.keepdims)
+        return self.mask * (gy / self.count)
+
+
+# ==================================== shape and indexing ==================================
+
+def _shape_args(args):
+    """Accept f(2, 3) and f((2, 3)) as NumPy does."""
+    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+
+
+class Reshape(Function):
+    """y = x viewed with a new shape.   dx = gy reshaped back"""
+    def forward(self, x, shape):
+        self.shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, gy):
+        return gy.reshape(self.shape)
+
+
+class Transpose(Function):
+    """y = x with axes permuted.   dx = gy with the inverse permutation"""
+    def forward(self, x, axes=None):
+        self.axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        inverse = [0] * len(self.axes)
+        for i, a in enumerate(self.axes):
+            inverse[a] = i
+        return gy.transpose(inverse)
+
+
+class GetItem(Function):
+    """y = x[index] (basic slicing or integer arrays).   dx = zeros, with gy scattered to index"""
+    def forward(self, x, index):
+        self.shape, self.dtype, self.index = x.shape, x.dtype, index
+        return x[index]
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.shape, dtype=self.dtype)
+        if _is_basic_index(self.index):
+            gx[self.index] = gy                  # each element picked at most once
+        else:
+            xp.add.at(gx, self.index, gy)        # an integer index may repeat: accumulate
+        return gx
+
+
+def _is_basic_index(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items)
+
+
+class Concatenate(Function):
+    """y = concatenate(xs, axis).   dx_i = the slice of gy that came from x_i"""
+    def forward(self, *xs, axis=0):
+        xp = get_array_module(xs[0])
+        self.axis = axis
+        self.bounds = [0]
+        for x in xs:
+            self.bounds.append(self.bounds[-1] + x.shape[axis])
+        return xp.concatenate(xs, axis=axis)
+
+    def backward(self, gy):
+        index = [slice(None)] * gy.ndim
+        grads = []
+        for lo, hi in zip(self.bounds[:-1], self.bounds[1:]):
+            index[self.axis] = slice(lo, hi)
+            grads.append(gy[tuple(index)])
+        return tuple(grads)
+
+
+class Stack(Function):
+    """y = stack(xs, axis) (a new axis).   dx_i = gy taken at position i of that axis"""
+    def forward(self, *xs, axis=0):
+        xp = get_array_module(xs[0])
+        self.axis = axis % (xs[0].ndim + 1)
+        return xp.stack(xs, axis=self.axis)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return tuple(xp.take(gy, i, axis=self.axis) for i in range(gy.shape[self.axis]))
+
+
+# ====================================== linear algebra ====================================
+
+class MatMul(Function):
+    """y = a @ b, batched over leading axes with broadcasting (as numpy.matmul).
+
+    da = gy @ b^T,  db = a^T @ gy   (transposes swap the last two axes)
+    """
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul needs at least 1-D operands, not scalars")
+        k_a, k_b = a.shape[-1], b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if k_a != k_b:
+            raise ValueError(f"matmul shapes {tuple(a.shape)} and {tuple(b.shape)} do not align: {k_a} != {k_b}")
+        self.a, self.b = a, b  # each is needed for the other's gradient
+        return a @ b
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a          # treat vectors as (1, n) / (n, 1)
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            gy = xp.expand_dims(gy, -2)
+        if b.ndim == 1:
+            gy = xp.expand_dims(gy, -1)
+        ga = gy @ xp.swapaxes(b2, -1, -2)
+        gb = xp.swapaxes(a2, -1, -2) @ gy
+        if a.ndim == 1:
+            ga = ga[..., 0, :]
+        if b.ndim == 1:
+            gb = gb[..., 0]
+        return ga, gb
+
+
+class Linear(Function):
+    """y = x @ W^T + b with W stored (out, in) as in PyTorch; x is (..., in).
+
+    The leading axes are folded into one, so forward and both weight products are single
+    2-D GEMMs over N = B*T rows:
+    dx = gy @ W,  dW = gy^T @ x,  db = sum(gy) over the rows
+    """
+    def forward(self, x, w, b=None):
+        if x.shape[-1] != w.shape[1]:
+            raise ValueError(f"linear: input features {x.shape[-1]} (input shape {tuple(x.shape)}) "
+                             f"do not match weight shape {tuple(w.shape)} (out, in)")
+        self.x2 = x.reshape(-1, x.shape[-1])  # (N, in)   saved for dW
+        self.w, self.has_bias = w, b is not None        # W saved for dx
+        y = self.x2 @ w.T                                # (N, out)
+        if b is not None:
+            y += b
+        return y.reshape(*x.shape[:-1], w.shape[0])     # (..., out)
+
+    def backward(self, gy):
+        gy2 = gy.reshape(-1, gy.shape[-1])               # (N, out)
+        gx = (gy2 @ self.w).reshape(*gy.shape[:-1], self.w.shape[1])
+        gw = gy2.T @ self.x2                             # (out, in)
+        gb = gy2.sum(axis=0) if self.has_bias else None
+        return gx, gw, gb
+
+
+# ================================ softmax and friends =====================================
+
+class Softmax(Function):
+    """y = exp(x - max) / sum(exp(x - max)) along axis.
+
+    dx = y * (gy - sum(gy * y, axis))      (the Jacobian-vector product, never the Jacobian)
+    """
+    def forward(self, x, axis=-1):
+        xp = get_array_module(x)
+        self.axis = axis
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
+        self.y = e  # the output is all backward needs
+        return e
+
+    def backward(self, gy):
+        y = self.y
+        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """y = x - max - log(sum(exp(x - max))) along axis.
+
+    dx = gy - exp(y) * sum(gy, axis)
+    """
+    def forward(self, x, axis=-1):
+        xp = get_array_module(x)
+        self.axis = axis
+        z = x - x.max(axis=axis, keepdims=True)
+        self.y = z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
+        return self.y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
+
+
+class MaskedFill(Function):
+    """y = value where mask else x (mask broadcasts to x, is not differentiable).
+
+    dx = gy with the masked positions zeroed (they no longer depend on x)
+    """
+    def forward(self, x, mask, value):
+        xp = get_array_module(x)
+        self.mask = mask
+        return xp.where(mask, xp.asarray(value, dtype=x.dtype), x)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return xp.where(self.mask, xp.zeros((), dtype=gy.dtype), gy)
+
+
+class LayerNorm(Function):
+    """y = (x - mean) * rstd * w + b over the last axis (C); w and b are optional.
+
+    dx = rstd * (dxh - mean(dxh) - xh * mean(dxh * xh)),   dxh = gy * w
+    dw = sum(gy * xh),   db = sum(gy)          (sums over every axis but C)
+    """
+    def forward(self, x, w=None, b=None, eps=1e-5):
+        xp = get_array_module(x)
+        mean = x.mean(axis=-1, keepdims=True)                        # (..., 1)
+        xc = x - mean
+        var = (xc * xc).mean(axis=-1, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + eps)                              # (..., 1)
+        xh = xc * rstd                                               # (..., C)
+        self.xh, self.rstd, self.w = xh, rstd, w  # xh and rstd give dx in three terms; w scales dy
+        self.has_w, self.has_b = w is not None, b is not None
+        y = xh * w if w is not None else xh.copy()
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, gy):
+        xh, rstd = self.xh, self.rstd
+        dxh = gy * self.w if self.has_w else gy
+        gx = rstd * (dxh - dxh.mean(axis=-1, keepdims=True)
+                     - xh * (dxh * xh).mean(axis=-1, keepdims=True))
+        lead = tuple(range(gy.ndim - 1))
+        gw = (gy * xh).sum(axis=lead) if self.has_w else None
+        gb = gy.sum(axis=lead) if self.has_b else None
+        grads = (gx,) + ((gw,) if self.has_w else ()) + ((gb,) if self.has_b else ())
+        return grads
+
+
+class Embedding(Function):
+    """y[..., :] = W[ids[...], :] for integer ids; W is (V, C).
+
+    dW[v] = sum of gy at every position whose id is v   (a scatter-add)
+    The scatter-add is one GEMM with the one-hot matrix, onehot(ids)^T @ gy, when that
+    matrix is small; it is deterministic (no atomics) and much faster than np.add.at.
+    Large vocabularies sort the ids and sum each run instead.
+    """
+    ONEHOT_LIMIT = 1 << 24  # N * V elements
+
+    def forward(self, w, ids):
+        xp = get_array_module(w)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"embedding ids must be integers, got dtype {ids.dtype}")
+        V = w.shape[0]
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
+            bad = ids[(ids < 0) | (ids >= V)].ravel()[0]
+            raise IndexError(f"embedding: id {int(bad)} is out of range for a table of {V} rows "
+                             f"(valid ids are 0..{V - 1})")
+        self.ids, self.shape = ids, w.shape  # ids say where each row of gy goes
+        return xp.take(w, ids, axis=0)       # (..., C)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        V, C = self.shape
+        ids = self.ids.ravel()                  # (N,)
+        gy = gy.reshape(-1, C)                  # (N, C)
+        if ids.size * V <= self.ONEHOT_LIMIT:
+            onehot = ids[None, :] == xp.arange(V)[:, None]       # (V, N)
+            return onehot.astype(gy.dtype) @ gy                  # (V, C)
+        order = xp.argsort(ids, kind="stable")
+        sorted_ids, rows = ids[order], gy[order]
+        starts = xp.flatnonzero(xp.concatenate([xp.ones(1, bool), sorted_ids[1:] != sorted_ids[:-1]]))
+        gw = xp.zeros((V, C), dtype=gy.dtype)
+        gw[sorted_ids[starts]] = xp.add.reduceat(rows, starts, axis=0)
+        return gw
+
+
+class CrossEntropy(Function):
+    """loss = mean over rows of (logsumexp(x) - x[target]); x is (N, V) or (B, T, V).
+
+    dx = (softmax(x) - onehot(target)) * gy / N     (softmax and log fused: no division by p)
+    """
+    def forward(self, logits, targets):
+        xp = get_array_module(logits)
+        V = logits.shape[-1]
+        if targets.shape != logits.shape[:-1]:
+            raise ValueError(f"cross_entropy: targets shape {tuple(targets.shape)} must be the "
+                             f"logits shape {tuple(logits.shape)} without its last axis")
+        if targets.dtype.kind not in "iu":
+            raise TypeError(f"cross_entropy targets must be integers, got dtype {targets.dtype}")
+        x = logits.reshape(-1, V)                                # (N, V)
+        t = targets.ravel()                                      # (N,)
+        if t.size and (int(t.min()) < 0 or int(t.max()) >= V):
+            raise IndexError(f"cross_entropy: targets must lie in 0..{V - 1}, "
+                             f"found {int(t.min())}..{int(t.max())}")
+        rows = xp.arange(t.size)
+        z = x - x.max(axis=1, keepdims=True)                     # shift: exp never overflows
+        e = xp.exp(z)
+        s = e.sum(axis=1, keepdims=True)                         # (N, 1)
+        loss = (xp.log(s[:, 0]) - z[rows, t]).mean()
+        e /= s
+        self.p, self.t, self.rows, self.shape = e, t, rows, logits.shape  # softmax and targets
+        return loss.astype(logits.dtype)
+
+    def backward(self, gy):
+        gx = self.p                          # owned by this op and freed after, so reuse it
+        gx[self.rows, self.t] -= 1
+        gx *= gy / self.t.size
+        return gx.reshape(self.shape)
+
+
+class Dropout(Function):
+    """Inverted dropout: y = x * mask,  mask = [u >= p] / (1 - p),  u ~ U[0, 1).
+
+    dx = gy * mask   (the same mask, saved)
+    """
+    def forward(self, x, p, mask=None):
+        if mask is None:
+            keep = backend.uniform(x.shape, x.dtype, backend.device_of(x)) >= p
+            mask = keep * x.dtype.type(1.0 / (1.0 - p))
+        self.mask = mask
+        return x * mask
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+# ============================ the names people call ======================================
+
+def add(a, b): return Add.apply(a, b)
+def sub(a, b): return Sub.apply(a, b)
+def mul(a, b): return Mul.apply(a, b)
+def div(a, b): return Div.apply(a, b)
+def neg(x): return Neg.apply(x)
+
+
+def pow(x, p):
+    if isinstance(p, Tensor):
+        raise TypeError("pow takes a constant exponent (a Python number), not a Tensor")
+    return Pow.apply(x, p=p)
+
+
+def exp(x): return Exp.apply(x)
+def log(x): return Log.apply(x)
+def tanh(x): return Tanh.apply(x)
+def sqrt(x): return Sqrt.apply(x)
+def relu(x): return ReLU.apply(x)
+def gelu(x): return GELU.apply(x)
+
+
+def sum(x, axis=None, keepdims=False): return Sum.apply(x, axis=axis, keepdims=keepdims)
+def mean(x, axis=None, keepdims=False): return Mean.apply(x, axis=axis, keepdims=keepdims)
+def max(x, axis=None, keepdims=False): return Max.apply(x, axis=axis, keepdims=keepdims)
+
+
+def reshape(x, *shape): return Reshape.apply(x, shape=_shape_args(shape))
+
+
+def transpose(x, *axes):
+    axes = _shape_args(axes)
+    return Transpose.apply(x, axes=axes or None)
+
+
+def getitem(x, index):
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return GetItem.apply(x, index=index)
+
+
+def concatenate(xs, axis=0): return Concatenate.apply(*xs, axis=axis)
+def stack(xs, axis=0): return Stack.apply(*xs, axis=axis)
+
+
+def split(x, sections, axis=0):
+    """Split into equal parts (an int) or at the given indices (a list), as numpy.split."""
+    n = x.shape[axis]
+    if isinstance(sections, int):
+        if n % sections:
+            raise ValueError(f"split: axis {axis} of size {n} does not divide into {sections} equal parts")
+        bounds = list(range(0, n + 1, n // sections))
+    else:
+        bounds = [0, *sections, n]
+    index = [slice(None)] * x.ndim
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        index[axis] = slice(lo, hi)
+        parts.append(getitem(x, tuple(index)))
+    return parts
+
+
+def matmul(a, b): return MatMul.apply(a, b)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, as torch.nn.functional.linear."""
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+
+
+def softmax(x, axis=-1): return Softmax.apply(x, axis=axis)
+def log_softmax(x, axis=-1): return LogSoftmax.apply(x, axis=axis)
+
+
+def masked_fill(x, mask, value):
+    """x with `value` wherever the boolean mask (a Tensor or array) is True."""
+    mask = mask.data if isinstance(mask, Tensor) else x.xp.asarray(mask)
+    if mask.dtype != bool:
+        raise TypeError(f"masked_fill: mask must be boolean, got dtype {mask.dtype}")
+    if backend.device_of(mask) != x.device:
+        raise backend.DeviceError(f"masked_fill: mask is on {backend.device_of(mask)}, x on {x.device}")
+    return MaskedFill.apply(x, mask=mask, value=value)
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    params = [p for p in (weight, bias) if p is not None]
+    if bias is not None and weight is None:
+        raise ValueError("layer_norm: a bias without a weight is not supported")
+    return LayerNorm.apply(x, *params, eps=eps)
+
+
+def _ids(ids, like):
+    ids = ids.data if isinstance(ids, Tensor) else like.xp.asarray(ids)
+    if backend.device_of(ids) != like.device:
+        raise backend.DeviceError(f"ids are on {backend.device_of(ids)} but the weights on {like.device}")
+    return ids
+
+
+def embedding(ids, weight):
+    """Rows of weight (V, C) picked by integer ids of any shape: (...) -> (..., C)."""
+    return Embedding.apply(weight, ids=_ids(ids, weight))
+
+
+def cross_entropy(logits, targets):
+    """Mean cross-entropy of logits (N, V) or (B, T, V) against integer targets (N,) or (B, T)."""
+    return CrossEntropy.apply(logits, targets=_ids(targets, logits))
+
+
+def dropout(x, p=0.5, training=True, mask=None):
+    """Inverted dropout; the identity when not training or when p == 0.
+    `mask` (optional, already scaled by 1/(1-p)) fixes the random draw, e.g. for gradcheck."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    return Dropout.apply(x, p=p, mask=mask)

@@ -1,0 +1,142 @@
+"""Finite-difference checks of hand-written backward passes.
+
+For a function f and a random upstream gradient g, the scalar L(x) = sum(f(x) * g) has
+dL/dx = backward(g). Central differences (L(x + eps e) - L(x - eps e)) / (2 eps) estimate
+the same thing in float64. The random g matters: with g = 1, a softmax whose backward
+forgets its subtraction term still passes, because softmax outputs always sum to 1.
+
+Small inputs are checked element by element; large ones along random directions d,
+comparing <dL/dx, d> with (L(x + eps d) - L(x - eps d)) / (2 eps).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import as_numpy, get_array_module
+from .tensor import Tensor, no_grad
+
+FULL_CHECK_LIMIT = 512   # inputs with at most this many elements are checked element by element
+N_DIRECTIONS = 16        # random directions for larger inputs
+
+
+class GradcheckError(AssertionError):
+    """An analytic gradient disagrees with its finite-difference estimate."""
+
+
+@dataclass
+class InputReport:
+    index: int            # position of the input in the call
+    shape: tuple
+    mode: str             # "elements" or "directions"
+    max_abs_err: float
+    max_rel_err: float
+    worst: str            # the element or direction with the largest violation
+    analytic: float
+    numeric: float
+    passed: bool
+
+
+def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
+    """Check fn's backward against central differences; True or GradcheckError.
+
+    fn takes the inputs (Tensors or other arguments) and returns one Tensor. Every floating
+    Tensor input with requires_grad=True is checked, after being copied to float64.
+    """
+    for r in gradcheck_report(fn, *inputs, eps=eps, atol=atol, rtol=rtol, seed=seed):
+        if not r.passed:
+            raise GradcheckError(
+                f"gradient of input {r.index} (shape {r.shape}) is wrong at {r.worst}: "
+                f"analytic {r.analytic:.10g}, numeric {r.numeric:.10g} "
+                f"(abs err {r.max_abs_err:.3g}, rel err {r.max_rel_err:.3g}; atol {atol}, rtol {rtol})")
+    return True
+
+
+def gradcheck_report(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
+    """The per-input comparison behind gradcheck, as a list of InputReport."""
+    inputs = [_float64(x) for x in inputs]
+    checked = [i for i, x in enumerate(inputs) if _is_checked(x)]
+    if not checked:
+        raise ValueError("gradcheck: no floating input with requires_grad=True to check")
+
+    out = fn(*inputs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+    xp = out.xp
+    rng = np.random.default_rng(seed)
+    gy = xp.asarray(rng.standard_normal(out.shape))           # the random upstream gradient
+    for i in checked:
+        inputs[i].grad = None
+    out.backward(gy)
+
+    def loss():
+        with no_grad():
+            return float((fn(*inputs).data * gy).sum())
+
+    reports = []
+    for i in checked:
+        x = inputs[i]
+        analytic = x.grad if x.grad is not None else xp.zeros_like(x.data)
+        if x.size <= FULL_CHECK_LIMIT:
+            reports.append(_check_elements(i, x, as_numpy(analytic), loss, eps, atol, rtol))
+        else:
+            reports.append(_check_directions(i, x, analytic, loss, eps, atol, rtol, rng))
+    return reports
+
+
+def _float64(x):
+    if _is_checked(x):
+        return Tensor(x.data.astype("float64"), requires_grad=True)
+    return x
+
+
+def _is_checked(x):
+    return isinstance(x, Tensor) and x.requires_grad and x.dtype.kind == "f"
+
+
+def _check_elements(i, x, analytic, loss, eps, atol, rtol):
+    flat = x.data.reshape(-1)  # a view: nudging it nudges x
+    numeric = np.empty(flat.size)
+    for k in range(flat.size):
+        old = flat[k].item()
+        flat[k] = old + eps
+        up = loss()
+        flat[k] = old - eps
+        down = loss()
+        flat[k] = old
+        numeric[k] = (up - down) / (2 * eps)
+    analytic = analytic.reshape(-1)
+    abs_err = np.abs(analytic - numeric)
+    excess = abs_err - (atol + rtol * np.abs(numeric))
+    k = int(np.argmax(excess))
+    return InputReport(
+        index=i, shape=tuple(x.shape), mode="elements",
+        max_abs_err=float(abs_err.max()),
+        max_rel_err=float((abs_err / np.maximum(np.abs(numeric), 1e-12)).max()),
+        worst=f"element {tuple(int(j) for j in np.unravel_index(k, x.shape))}", analytic=float(analytic[k]),
+        numeric=float(numeric[k]), passed=bool(excess[k] <= 0))
+
+
+def _check_directions(i, x, analytic, loss, eps, atol, rtol, rng):
+    xp = get_array_module(x.data)
+    original = x.data.copy()
+    rows = []
+    for d_i in range(N_DIRECTIONS):
+        d = xp.asarray(rng.standard_normal(x.shape))
+        d /= xp.sqrt((d * d).sum())                         # unit direction
+        x.data[...] = original + eps * d
+        up = loss()
+        x.data[...] = original - eps * d
+        down = loss()
+        x.data[...] = original
+        rows.append((d_i, float((analytic * d).sum()), (up - down) / (2 * eps)))
+    a = np.array([r[1] for r in rows])
+    n = np.array([r[2] for r in rows])
+    abs_err = np.abs(a - n)
+    excess = abs_err - (atol + rtol * np.abs(n))
+    k = int(np.argmax(excess))
+    return InputReport(
+        index=i, shape=tuple(x.shape), mode="directions",
+        max_abs_err=float(abs_err.max()),
+        max_rel_err=float((abs_err / np.maximum(np.abs(n), 1e-12)).max()),
+        worst=f"random direction {k}", analytic=float(a[k]), numeric=float(n[k]),
+        passed=bool(excess[k] <= 0))
