@@ -1,0 +1,95 @@
+"""The model's and the training run's settings, and the two presets.
+
+Every field here becomes a command-line flag of examples/train_shakespeare.py
+(`n_layer` -> `--n-layer`), generated from these dataclasses.
+"""
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65      # V: characters in Tiny Shakespeare
+    block_size: int = 256     # T: the longest context the model sees
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384         # C
+    dropout: float = 0.2
+    bias: bool = True         # biases in Linear and LayerNorm layers
+    activation: str = "gelu"  # "gelu" (GPT-2) or "relu" (the lecture)
+    tie_weights: bool = False  # share wte and lm_head, as GPT-2
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"GPTConfig.activation must be 'gelu' or 'relu', got {self.activation!r}")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    max_iters: int = 5000
+    eval_interval: int = 500
+    eval_iters: int = 200
+    learning_rate: float = 3e-4
+    min_lr: float = 3e-5        # the floor of the cosine schedule
+    warmup_iters: int = 0
+    lr_decay: bool = False      # warmup + cosine decay to min_lr at max_iters
+    weight_decay: float = 0.01  # applied to matrices only (2-D weights), as nanoGPT
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 0.0      # clip the global gradient norm to this (0: off)
+    seed: int = 1337
+    sample_chars: int = 500     # the sample printed at the end
+    checkpoint_interval: int = 0  # also checkpoint every this many steps (0: at evaluations only)
+    debug_nan: bool = False     # on a non-finite loss, name the first op that produced it
+
+    def __post_init__(self):
+        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
+        for name in ("warmup_iters", "checkpoint_interval", "sample_chars"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+# The lecture's final model and hyperparameters ("Let's build GPT", gpt.py), and nanoGPT's
+# CPU run of the same task (README: 4 layers, 128 wide, context 64, batch 12, 2000 iters,
+# with config/train_shakespeare_char.py's optimizer settings).
+PRESETS = {
+    "lecture": dict(
+        model=dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+        train=dict(batch_size=64, max_iters=5000, eval_interval=500, eval_iters=200,
+                   learning_rate=3e-4),
+    ),
+    "cpu": dict(
+        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        train=dict(batch_size=12, max_iters=2000, eval_interval=250, eval_iters=20,
+                   learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay=True,
+                   weight_decay=0.1, beta2=0.99, grad_clip=1.0),
+    ),
+}
+
+
+def preset(name, **overrides):
+    """(GPTConfig, TrainConfig) for a preset, with any field overridden by keyword."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+    model_names = {f.name for f in fields(GPTConfig)}
+    train_names = {f.name for f in fields(TrainConfig)}
+    unknown = set(overrides) - model_names - train_names
+    if unknown:
+        raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    p = PRESETS[name]
+    model = {**p["model"], **{k: v for k, v in overrides.items() if k in model_names}}
+    train = {**p["train"], **{k: v for k, v in overrides.items() if k in train_names}}
+    return GPTConfig(**model), TrainConfig(**train)

@@ -1,0 +1,221 @@
+"""Optimizers with PyTorch's semantics: AdamW, SGD, a warmup + cosine schedule, clip_grad_norm_.
+
+AdamW keeps each parameter group in one flat buffer: the parameters' .data become views
+into it, and one step is a handful of whole-buffer array ops instead of a loop over
+parameters (the same idea as PyTorch's `foreach` / `fused` AdamW).
+"""
+import math
+
+import numpy as np
+
+from .backend import get_array_module
+
+
+def _as_groups(params, defaults):
+    params = list(params)
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    groups = params if isinstance(params[0], dict) else [{"params": params}]
+    out = []
+    for g in groups:
+        group = {**defaults, **g, "params": list(g["params"])}
+        for p in group["params"]:
+            if not getattr(p, "requires_grad", False):
+                raise ValueError("optimizer given a tensor that does not require grad")
+        out.append(group)
+    return out
+
+
+class Optimizer:
+    def __init__(self, params, defaults):
+        self.defaults = defaults
+        self.param_groups = _as_groups(params, defaults)
+
+    def _params(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self):
+        for p in self._params():
+            p.grad = None
+
+    def step(self):
+        raise NotImplementedError  # abstract
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW:
+
+        p <- p - lr * wd * p
+        m <- b1 m + (1 - b1) g            v <- b2 v + (1 - b2) g^2
+        p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"AdamW: invalid lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        for g in self.param_groups:
+            self._pack(g)
+            g["step"] = 0
+
+    @staticmethod
+    def _pack(group):
+        """Copy the group's parameters into one flat buffer and make each .data a view of it."""
+        params = group["params"]
+        xp = get_array_module(params[0].data)
+        dtype = params[0].dtype
+        for p in params:
+            if p.dtype != dtype or get_array_module(p.data) is not xp:
+                raise TypeError("AdamW: a parameter group must share one dtype and device; "
+                                f"got {dtype} and {p.dtype}")
+        sizes = [p.size for p in params]
+        flat = xp.empty(sum(sizes), dtype=dtype)
+        views, offset = [], 0
+        for p, n in zip(params, sizes):
+            view = flat[offset:offset + n].reshape(p.shape)
+            view[...] = p.data
+            p.data = view
+            views.append(view)
+            offset += n
+        group.update(flat=flat, views=views, sizes=sizes,
+                     exp_avg=group.get("exp_avg", xp.zeros_like(flat)),
+                     exp_avg_sq=group.get("exp_avg_sq", xp.zeros_like(flat)),
+                     grad=xp.empty_like(flat), tmp=xp.empty_like(flat))
+
+    def step(self):
+        for group in self.param_groups:
+            params = group["params"]
+            if any(p.data is not v for p, v in zip(params, group["views"])):
+                self._repack(group)  # something replaced a parameter's array (e.g. Module.to)
+            if all(p.grad is None for p in params):
+                continue
+            if any(p.grad is None for p in params):
+                raise RuntimeError("AdamW: some parameters in a group have no gradient; put parameters "
+                                   "that are not used in the loss in a separate group")
+            xp = get_array_module(group["flat"])
+            g, tmp, m, v, flat = group["grad"], group["tmp"], group["exp_avg"], group["exp_avg_sq"], group["flat"]
+            offset = 0
+            for p, n in zip(params, group["sizes"]):                 # gather gradients
+                g[offset:offset + n] = p.grad.reshape(-1)
+                offset += n
+            group["step"] += 1
+            t, lr, (b1, b2), eps, wd = group["step"], group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            if wd:
+                flat *= 1 - lr * wd                                   # decoupled weight decay
+            m *= b1
+            xp.multiply(g, 1 - b1, out=tmp)
+            m += tmp                                                  # m = b1 m + (1 - b1) g
+            v *= b2
+            xp.multiply(g, g, out=tmp)
+            tmp *= 1 - b2
+            v += tmp                                                  # v = b2 v + (1 - b2) g^2
+            xp.sqrt(v, out=tmp)
+            tmp /= math.sqrt(1 - b2 ** t)
+            tmp += eps                                                # denom
+            xp.divide(m, tmp, out=tmp)
+            tmp *= lr / (1 - b1 ** t)
+            flat -= tmp
+
+    def _repack(self, group):
+        m, v = group["exp_avg"], group["exp_avg_sq"]
+        self._pack(group)
+        xp = get_array_module(group["flat"])
+        group["exp_avg"], group["exp_avg_sq"] = xp.asarray(m, dtype=group["flat"].dtype), xp.asarray(v, dtype=group["flat"].dtype)
+
+    # ---- state as PyTorch lays it out: per-parameter moments, keyed by parameter index -------
+    def state_dict(self):
+        from .backend import as_numpy
+        state, groups, index = {}, [], 0
+        for group in self.param_groups:
+            ids, offset = [], 0
+            for n, p in zip(group["sizes"], group["params"]):
+                state[index] = {"step": group["step"],
+                                "exp_avg": as_numpy(group["exp_avg"][offset:offset + n]).reshape(p.shape).copy(),
+                                "exp_avg_sq": as_numpy(group["exp_avg_sq"][offset:offset + n]).reshape(p.shape).copy()}
+                ids.append(index)
+                index += 1
+                offset += n
+            groups.append({k: group[k] for k in ("lr", "betas", "eps", "weight_decay")} | {"params": ids})
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, sd):
+        groups = sd["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+                len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)):
+            raise ValueError("AdamW.load_state_dict: the saved parameter groups "
+                             f"({[len(g['params']) for g in groups]} parameters) do not match this "
+                             f"optimizer's ({[len(g['params']) for g in self.param_groups]})")
+        for saved, group in zip(groups, self.param_groups):
+            for i, p in zip(saved["params"], group["params"]):
+                s = sd["state"].get(i) or sd["state"].get(str(i))
+                if s is not None and tuple(np.shape(s["exp_avg"])) != tuple(p.shape):
+                    raise ValueError(f"AdamW.load_state_dict: state of parameter {i} has shape "
+                                     f"{tuple(np.shape(s['exp_avg']))}, the parameter {tuple(p.shape)}")
+        for saved, group in zip(groups, self.param_groups):
+            xp = get_array_module(group["flat"])
+            for k in ("lr", "betas", "eps", "weight_decay"):
+                group[k] = tuple(saved[k]) if k == "betas" else saved[k]
+            offset = 0
+            for i, n in zip(saved["params"], group["sizes"]):
+                s = sd["state"].get(i) or sd["state"].get(str(i))
+                if s is not None:
+                    group["exp_avg"][offset:offset + n] = xp.asarray(np.asarray(s["exp_avg"]).reshape(-1))
+                    group["exp_avg_sq"][offset:offset + n] = xp.asarray(np.asarray(s["exp_avg_sq"]).reshape(-1))
+                    group["step"] = int(s["step"])
+                offset += n
+
+
+class SGD(Optimizer):
+    """p <- p - lr * (g + wd * p), with optional momentum b: buf <- b buf + g, as torch.optim.SGD."""
+
+    def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+        self.buffers = {}
+
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad + group["weight_decay"] * p.data if group["weight_decay"] else p.grad
+                if group["momentum"]:
+                    buf = self.buffers.get(id(p))
+                    buf = g.copy() if buf is None else buf * group["momentum"] + g
+                    self.buffers[id(p)] = g = buf
+                p.data -= group["lr"] * g
+
+
+def clip_grad_norm_(params, max_norm):
+    """Scale all gradients in place so their global L2 norm is at most max_norm; returns the
+    norm before clipping (as torch.nn.utils.clip_grad_norm_)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = math.sqrt(sum(float((g * g).sum()) for g in grads))
+    coef = max_norm / (total + 1e-6)
+    if coef < 1:
+        for g in grads:
+            g *= coef
+    return total
+
+
+class WarmupCosine:
+    """Linear warmup to the base lr over warmup_iters, then cosine decay to min_lr at
+    decay_iters (nanoGPT's get_lr). Call step(it) before each optimizer step."""
+
+    def __init__(self, optimizer, warmup_iters, decay_iters, min_lr):
+        self.optimizer, self.warmup_iters, self.decay_iters, self.min_lr = optimizer, warmup_iters, decay_iters, min_lr
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+
+    def lr_at(self, it, base_lr):
+        if it < self.warmup_iters:
+            return base_lr * (it + 1) / (self.warmup_iters + 1)
+        if it > self.decay_iters:
+            return self.min_lr
+        ratio = (it - self.warmup_iters) / max(1, self.decay_iters - self.warmup_iters)
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (base_lr - self.min_lr)
+
+    def step(self, it):
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = self.lr_at(it, base)
+        return self.optimizer.param_groups[0]["lr"]
