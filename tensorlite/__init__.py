@@ -7,10 +7,10 @@ from . import backend, functional, nn, optim
 from .backend import DeviceError, gpu_available, manual_seed
 from .gradcheck import GradcheckError, gradcheck
 from .profiler import profile
-from .tensor import Function, Tensor, is_grad_enabled, no_grad, tensor
+from .tensor import Function, Tensor, detect_anomaly, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "Function", "tensor", "no_grad", "is_grad_enabled", "gradcheck",
+__all__ = ["Tensor", "Function", "tensor", "no_grad", "detect_anomaly", "is_grad_enabled", "gradcheck",
            "GradcheckError", "profile", "manual_seed", "gpu_available", "DeviceError",
            "functional", "backend", "nn", "optim"]

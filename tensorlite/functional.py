@@ -385,6 +385,7 @@ class MaskedFill(Function):
 
     dx = gy with the masked positions zeroed (they no longer depend on x)
     """
+    makes_inf = True  # filling with -inf is the point (causal attention)
     def forward(self, x, mask, value):
         xp = get_array_module(x)
         self.mask = mask

@@ -14,6 +14,7 @@ from .backend import DeviceError, as_numpy, device_of, get_array_module
 
 _grad_enabled = True
 _profiler = None  # set by tensorlite.profile(); None costs one global read per op
+_anomaly = False  # set by tensorlite.detect_anomaly()
 
 
 class no_grad:
@@ -39,6 +40,36 @@ def is_grad_enabled():
     return _grad_enabled
 
 
+class detect_anomaly:
+    """Inside this block every op checks its output, and every backward its gradients, and
+    raises FloatingPointError naming the first op that produced a NaN or an Inf.
+
+    An Inf in a forward output counts only when the op's inputs were finite, and ops that
+    fill values on purpose (MaskedFill with -inf) are exempt. Slow: for debugging."""
+
+    def __enter__(self):
+        global _anomaly
+        self.prev, _anomaly = _anomaly, True
+
+    def __exit__(self, *exc):
+        global _anomaly
+        _anomaly = self.prev
+
+
+def _check_finite(fn, phase, arrays, inputs=()):
+    for i, a in enumerate(arrays):
+        if a is None or a.dtype.kind != "f":
+            continue
+        xp = get_array_module(a)
+        if bool(xp.isnan(a).any()):
+            raise FloatingPointError(f"{type(fn).__name__}.{phase} produced NaN"
+                                     + (f" in the gradient of input {i}" if phase == "backward" else ""))
+        if bool(xp.isinf(a).any()) and not fn.makes_inf and all(
+                bool(xp.isfinite(x).all()) for x in inputs if x.dtype.kind == "f"):
+            raise FloatingPointError(f"{type(fn).__name__}.{phase} produced Inf"
+                                     + (f" in the gradient of input {i}" if phase == "backward" else ""))
+
+
 def sum_to(g, shape):
     """Undo broadcasting: sum g down to `shape` (leading axes, then axes of size 1)."""
     if g.shape == shape:
@@ -56,6 +87,7 @@ class Function:
     arrays) as keyword arguments, which go straight to forward. Anything forward
     stores on `self` is freed once backward has run.
     """
+    makes_inf = False  # True for ops whose output may hold +-inf on purpose (detect_anomaly)
 
     def forward(self, *xs, **kwargs):
         raise NotImplementedError  # abstract
@@ -82,6 +114,8 @@ class Function:
         except ValueError as e:
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
             raise ValueError(f"{cls.__name__}: {e} (input shapes {shapes})") from e
+        if _anomaly:
+            _check_finite(fn, "forward", (y,), [x.data for x in inputs])
         out = Tensor(y)
         if _grad_enabled and any(x.requires_grad for x in inputs):
             out.requires_grad = True
@@ -242,6 +276,8 @@ class Tensor:
                 _profiler.record(type(fn).__name__, "backward", time.perf_counter() - t0, None)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
+            if _anomaly:
+                _check_finite(fn, "backward", gxs)
             for x, gx in zip(fn.inputs, gxs):
                 if gx is None or not x.requires_grad:
                     continue
