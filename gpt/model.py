@@ -23,14 +23,6 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # future positions, True above the diagonal; not a parameter, so not in state_dict
-        self._future = np.triu(np.ones((config.block_size, config.block_size), dtype=bool), k=1)
-        self._future_on = {}
-
-    def future_mask(self, T, device):
-        if device not in self._future_on:
-            self._future_on[device] = backend.to_device(self._future, device)
-        return self._future_on[device][:T, :T]                 # (T, T)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -39,9 +31,8 @@ class CausalSelfAttention(nn.Module):
         q = q.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)       # (B, nh, T, hs)
         k = k.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)
         v = v.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)
-        att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
-        att = att.masked_fill(self.future_mask(T, x.device), float("-inf"))
-        att = F.softmax(att, axis=-1)
+        # softmax(masked_fill(q k^T / sqrt(hs), future, -inf)) as one fused op
+        att = F.causal_softmax(q @ k.transpose(0, 1, 3, 2), scale=1.0 / math.sqrt(hs))  # (B, nh, T, T)
         att = self.attn_dropout(att)
         y = att @ v                                             # (B, nh, T, hs)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)            # heads side by side again

@@ -11,7 +11,7 @@ import math
 
 from . import backend
 from .backend import get_array_module
-from .tensor import Function, Tensor
+from .tensor import Function, ScatterGrad, Tensor
 
 
 # ================================ elementwise arithmetic ==================================
@@ -134,17 +134,37 @@ class GELU(Function):
     """GPT-2's tanh approximation: y = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3).
 
     dx = gy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)),  t = tanh(u)
+    (computed in place, step by step: this op runs on the largest activations, (B, T, 4C))
     """
     def forward(self, x):
         xp = get_array_module(x)
-        self.x = x
-        self.t = xp.tanh(GELU_C * (x + 0.044715 * x * x * x))  # saved: both terms of dx need it
-        return 0.5 * x * (1 + self.t)
+        u = x * x
+        u *= 0.044715
+        u += 1
+        u *= x
+        u *= GELU_C                                  # u = sqrt(2/pi) (x + 0.044715 x^3)
+        t = xp.tanh(u, out=u)
+        self.x, self.t = x, t                        # saved: dx needs x and t = tanh(u)
+        y = t + 1
+        y *= x
+        y *= 0.5
+        return y
 
     def backward(self, gy):
         x, t = self.x, self.t
-        du = GELU_C * (1 + 3 * 0.044715 * x * x)
-        return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        d = x * x
+        d *= 3 * 0.044715
+        d += 1
+        d *= x
+        d *= 0.5 * GELU_C                            # d = 0.5 x sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        g = t * t
+        g -= 1
+        g *= d
+        t += 1                                       # t is ours (freed after backward): reuse it
+        t *= 0.5
+        t -= g                                       # 0.5 (1 + t) + d (1 - t^2)
+        t *= gy
+        return t
 
 
 # ======================================= reductions =======================================
@@ -232,24 +252,17 @@ class Transpose(Function):
 
 
 class GetItem(Function):
-    """y = x[index] (basic slicing or integer arrays).   dx = zeros, with gy scattered to index"""
+    """y = x[index] (basic slicing or integer arrays).   dx = zeros, with gy added at index
+
+    Backward returns a ScatterGrad: the engine adds gy into x's gradient buffer at index,
+    so the zeros are made once however many slices of x are taken.
+    """
     def forward(self, x, index):
         self.shape, self.dtype, self.index = x.shape, x.dtype, index
         return x[index]
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        gx = xp.zeros(self.shape, dtype=self.dtype)
-        if _is_basic_index(self.index):
-            gx[self.index] = gy                  # each element picked at most once
-        else:
-            xp.add.at(gx, self.index, gy)        # an integer index may repeat: accumulate
-        return gx
-
-
-def _is_basic_index(index):
-    items = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items)
+        return ScatterGrad(self.shape, self.dtype, self.index, gy)
 
 
 class Concatenate(Function):
@@ -353,14 +366,61 @@ class Softmax(Function):
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
-        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        e = x - x.max(axis=axis, keepdims=True)    # shift: exp never overflows
+        xp.exp(e, out=e)
         e /= e.sum(axis=axis, keepdims=True)
         self.y = e  # the output is all backward needs
         return e
 
     def backward(self, gy):
-        y = self.y
-        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
+        return _softmax_backward(self.y, gy, self.axis)
+
+
+def _softmax_backward(y, gy, axis):
+    """y * (gy - sum(gy * y, axis)), with one temporary."""
+    gx = gy * y
+    s = gx.sum(axis=axis, keepdims=True)
+    get_array_module(gy).subtract(gy, s, out=gx)
+    gx *= y
+    return gx
+
+
+_causal_bias = {}
+
+
+def causal_bias(T, dtype, xp):
+    """(T, T) additive mask: 0 where a position may attend (column <= row), -inf above."""
+    key = (T, str(dtype), xp.__name__)
+    if key not in _causal_bias:
+        future = xp.triu(xp.ones((T, T), dtype=bool), k=1)
+        _causal_bias[key] = xp.where(future, -xp.inf, 0).astype(dtype)
+    return _causal_bias[key]
+
+
+class CausalSoftmax(Function):
+    """Attention weights: y = softmax(masked_fill(x * scale, future, -inf)) along the last axis.
+
+    x is (..., T, T) scores, future = column > row. One pass for scale, mask and shift.
+    dx = scale * y * (gy - sum(gy * y))     (softmax's backward; future entries have y = 0)
+    The unfused composition is the reference it is tested against.
+    """
+    def forward(self, x, scale=1.0):
+        xp = get_array_module(x)
+        T = x.shape[-1]
+        if x.ndim < 2 or x.shape[-2] != T:
+            raise ValueError(f"causal_softmax needs square (..., T, T) scores, got {tuple(x.shape)}")
+        z = x * scale
+        z += causal_bias(T, x.dtype, xp)             # -inf above the diagonal
+        z -= z.max(axis=-1, keepdims=True)           # the diagonal is never masked: max is finite
+        xp.exp(z, out=z)
+        z /= z.sum(axis=-1, keepdims=True)
+        self.y, self.scale = z, scale
+        return z
+
+    def backward(self, gy):
+        gx = _softmax_backward(self.y, gy, -1)
+        gx *= self.scale
+        return gx
 
 
 class LogSoftmax(Function):
@@ -404,11 +464,10 @@ class LayerNorm(Function):
     """
     def forward(self, x, w=None, b=None, eps=1e-5):
         xp = get_array_module(x)
-        mean = x.mean(axis=-1, keepdims=True)                        # (..., 1)
-        xc = x - mean
-        var = (xc * xc).mean(axis=-1, keepdims=True)
+        xh = x - x.mean(axis=-1, keepdims=True)                      # (..., C) centred
+        var = (xh * xh).mean(axis=-1, keepdims=True)                 # (..., 1)
         rstd = 1.0 / xp.sqrt(var + eps)                              # (..., 1)
-        xh = xc * rstd                                               # (..., C)
+        xh *= rstd                                                   # normalized
         self.xh, self.rstd, self.w = xh, rstd, w  # xh and rstd give dx in three terms; w scales dy
         self.has_w, self.has_b = w is not None, b is not None
         y = xh * w if w is not None else xh.copy()
@@ -417,15 +476,20 @@ class LayerNorm(Function):
         return y
 
     def backward(self, gy):
+        xp = get_array_module(gy)
         xh, rstd = self.xh, self.rstd
-        dxh = gy * self.w if self.has_w else gy
-        gx = rstd * (dxh - dxh.mean(axis=-1, keepdims=True)
-                     - xh * (dxh * xh).mean(axis=-1, keepdims=True))
         lead = tuple(range(gy.ndim - 1))
-        gw = (gy * xh).sum(axis=lead) if self.has_w else None
+        tmp = gy * xh
+        gw = tmp.sum(axis=lead) if self.has_w else None
         gb = gy.sum(axis=lead) if self.has_b else None
-        grads = (gx,) + ((gw,) if self.has_w else ()) + ((gb,) if self.has_b else ())
-        return grads
+        dxh = gy * self.w if self.has_w else gy.copy()
+        xp.multiply(dxh, xh, out=tmp)
+        m2 = tmp.mean(axis=-1, keepdims=True)                        # mean(dxh * xh)
+        dxh -= dxh.mean(axis=-1, keepdims=True)
+        xp.multiply(xh, m2, out=tmp)
+        dxh -= tmp
+        dxh *= rstd                                                  # the three terms
+        return (dxh,) + ((gw,) if self.has_w else ()) + ((gb,) if self.has_b else ())
 
 
 class Embedding(Function):
@@ -591,6 +655,11 @@ def linear(x, weight, bias=None):
 
 def softmax(x, axis=-1): return Softmax.apply(x, axis=axis)
 def log_softmax(x, axis=-1): return LogSoftmax.apply(x, axis=axis)
+
+
+def causal_softmax(x, scale=1.0):
+    """softmax(masked_fill(x * scale, future, -inf), axis=-1) for (..., T, T) attention scores."""
+    return CausalSoftmax.apply(x, scale=scale)
 
 
 def masked_fill(x, mask, value):

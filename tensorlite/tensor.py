@@ -254,15 +254,15 @@ class Tensor:
                                  f"the tensor's shape {tuple(self.shape)}")
             grad = grad.astype(self.dtype, copy=False)
 
-        grads = {id(self): grad}
-        owned = set()  # ids of gradient arrays the engine allocated, safe to add into in place
+        grads = {id(self): grad}  # id(tensor) -> the gradient summed so far
+        owned = set()  # ids of tensors whose gradient array the engine may add into in place
         for node in _topological_order(self):
             g = grads.pop(id(node), None)
             if g is None:  # every path to it returned None (not differentiable)
                 continue
             fn = node.creator
             if fn is None or node._retain_grad:
-                node.grad = _accumulate(node.grad, g, id(g) in owned)
+                node.grad = _accumulate(node.grad, g, id(node) in owned)
                 if fn is None:
                     continue
             if getattr(fn, "released", False):
@@ -277,19 +277,34 @@ class Tensor:
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
             if _anomaly:
-                _check_finite(fn, "backward", gxs)
+                _check_finite(fn, "backward", [gx.dense() if isinstance(gx, ScatterGrad) else gx for gx in gxs])
+            returned = set()
             for x, gx in zip(fn.inputs, gxs):
                 if gx is None or not x.requires_grad:
                     continue
-                gx = sum_to(gx, x.shape)
                 key = id(x)
+                if isinstance(gx, ScatterGrad):    # add the slice into one buffer, no dense zeros
+                    if key not in grads:
+                        grads[key] = gx.dense()
+                    else:
+                        if key not in owned:
+                            grads[key] = grads[key].copy()
+                        gx.add_into(grads[key])
+                    owned.add(key)
+                    continue
+                gx = sum_to(gx, x.shape)
+                # a fresh array (not gy, not a view, not returned twice) is ours to add into
+                fresh = gx is not g and gx.base is None and id(gx) not in returned
+                returned.add(id(gx))
                 if key not in grads:
                     grads[key] = gx
+                    if fresh:
+                        owned.add(key)
                 elif key in owned:
                     grads[key] += gx
                 else:
                     grads[key] = grads[key] + gx
-                    owned.add(id(grads[key]))
+                    owned.add(key)
             fn.release()
 
     # ---- operators and methods: thin wrappers around tensorlite.functional -----------------
@@ -343,6 +358,36 @@ class Tensor:
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+class ScatterGrad:
+    """A gradient that is zero except for `value` at x[index], returned by indexing ops.
+
+    The engine adds it into the input's gradient buffer in place, so slicing a tensor into
+    parts (q, k, v) costs one buffer, not one dense array of zeros per part.
+    """
+    __slots__ = ("shape", "dtype", "index", "value")
+
+    def __init__(self, shape, dtype, index, value):
+        self.shape, self.dtype, self.index, self.value = shape, dtype, index, value
+
+    def dense(self):
+        xp = get_array_module(self.value)
+        out = xp.zeros(self.shape, dtype=self.dtype)
+        self.add_into(out)
+        return out
+
+    def add_into(self, buf):
+        if _is_basic_index(self.index):
+            buf[self.index] += self.value      # each element picked at most once
+        else:
+            xp = get_array_module(buf)
+            xp.add.at(buf, self.index, self.value)  # an integer index may repeat: accumulate
+
+
+def _is_basic_index(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items)
 
 
 def _accumulate(old, g, owned):
