@@ -23,6 +23,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.record_attention = False  # when True, forward keeps its weights in self.attention
+        self.attention = None           # (B, nh, T, T) raw array, for pictures of attention
 
     def forward(self, x):
         B, T, C = x.shape
@@ -33,6 +35,8 @@ class CausalSelfAttention(nn.Module):
         v = v.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)
         # softmax(masked_fill(q k^T / sqrt(hs), future, -inf)) as one fused op
         att = F.causal_softmax(q @ k.transpose(0, 1, 3, 2), scale=1.0 / math.sqrt(hs))  # (B, nh, T, T)
+        if self.record_attention:
+            self.attention = att.data
         att = self.attn_dropout(att)
         y = att @ v                                             # (B, nh, T, hs)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)            # heads side by side again
