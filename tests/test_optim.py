@@ -1,0 +1,391 @@
+"""tensorlite.optim: AdamW and SGD against hand-written NumPy references (and PyTorch when it
+is installed), AdamW's flat buffer and state, the warmup + cosine schedule, gradient clipping.
+"""
+import math
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import tensorlite as tl
+from gpt import GPT, GPTConfig
+from tensorlite import nn
+from tensorlite.optim import SGD, AdamW, WarmupCosine, clip_grad_norm_
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not tl.gpu_available(), reason="no GPU: CuPy not installed or sees no device"))]
+SHAPES = [(3, 4), (5,), (2, 3, 2)]
+
+
+def make_params(shapes=SHAPES, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return [nn.Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
+
+
+def random_grads(params, steps, seed=1):
+    """steps lists of gradients, one array per parameter."""
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(steps)]
+
+
+def two_groups(params):
+    """Matrices in one group, the rest in another, each with its own lr and weight decay."""
+    return [{"params": params[:1] + params[2:], "lr": 3e-2, "weight_decay": 0.1},
+            {"params": params[1:2], "lr": 1e-2, "weight_decay": 0.0}]
+
+
+def adamw_reference(p, grads, lr, wd, betas=(0.9, 0.999), eps=1e-8, m=None, v=None, t0=0):
+    """torch.optim.AdamW's update, written out in NumPy for one parameter over len(grads) steps
+    (starting from moments m, v after t0 steps; zeros and 0 for a fresh optimizer)."""
+    b1, b2 = betas
+    p = p.copy()
+    m = np.zeros_like(p) if m is None else m
+    v = np.zeros_like(p) if v is None else v
+    for t, g in enumerate(grads, start=t0 + 1):
+        p -= lr * wd * p
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p -= lr / (1 - b1 ** t) * m / (np.sqrt(v) / np.sqrt(1 - b2 ** t) + eps)
+    return p, m, v
+
+
+def run(opt, params, grads):
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.copy()
+        opt.step()
+
+
+# ---- AdamW ----------------------------------------------------------------------------------
+
+def test_adamw_defaults_are_pytorchs():
+    opt = AdamW(make_params())
+    group = opt.param_groups[0]
+    settings = (group["lr"], group["betas"], group["eps"], group["weight_decay"])
+    assert settings == (1e-3, (0.9, 0.999), 1e-8, 0.01)
+
+
+def test_adamw_matches_the_formula_with_two_groups():
+    params = make_params()
+    start = [p.numpy().copy() for p in params]
+    grads = random_grads(params, steps=4)
+    opt = AdamW(two_groups(params), betas=(0.8, 0.95))
+    run(opt, params, grads)
+    state = opt.state_dict()["state"]
+    ordered = [(p, g) for g in opt.param_groups for p in g["params"]]   # state_dict's numbering
+    for index, (p, group) in enumerate(ordered):
+        i = [id(q) for q in params].index(id(p))
+        expected, m, v = adamw_reference(start[i], [g[i] for g in grads], group["lr"],
+                                         group["weight_decay"], betas=(0.8, 0.95))
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(state[index]["exp_avg"], m, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(state[index]["exp_avg_sq"], v, rtol=1e-13, atol=1e-15)
+        assert state[index]["step"] == group["step"] == 4
+    assert not np.allclose(params[0].numpy(), start[0])
+
+
+def test_adamw_matches_torch():
+    torch = pytest.importorskip("torch", reason="PyTorch not installed: reference comparison skipped")
+    params = make_params()
+    ours = AdamW(two_groups(params), betas=(0.9, 0.99), eps=1e-6)
+    theirs_params = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
+    theirs = torch.optim.AdamW(two_groups(theirs_params), betas=(0.9, 0.99), eps=1e-6)
+    for step_grads in random_grads(params, steps=5):
+        for p, q, g in zip(params, theirs_params, step_grads):
+            p.grad, q.grad = g.copy(), torch.tensor(g)
+        ours.step()
+        theirs.step()
+    for p, q in zip(params, theirs_params):
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_adamw_on_a_device_matches_the_formula(device):
+    params = make_params()
+    start = [p.numpy().copy() for p in params]
+    grads = random_grads(params, steps=3)
+    for p in params:
+        p.data = tl.backend.to_device(p.data, device)
+    opt = AdamW(params, lr=1e-2, weight_decay=0.1)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = tl.backend.to_device(g, device)
+        opt.step()
+    for i, p in enumerate(params):
+        assert p.device == device
+        expected, _, _ = adamw_reference(start[i], [g[i] for g in grads], 1e-2, 0.1)
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_adamw_params_are_views_of_one_flat_buffer():
+    params = make_params()
+    opt = AdamW(two_groups(params))
+    for group in opt.param_groups:
+        assert all(np.shares_memory(p.data, group["flat"]) for p in group["params"])
+        assert group["flat"].size == sum(p.size for p in group["params"])
+    np.testing.assert_array_equal(params[0].numpy(), make_params()[0].numpy())  # values kept
+
+
+def test_adamw_step_after_module_to_float64_repacks():
+    model = nn.Sequential(nn.Linear(4, 3), nn.GELU(), nn.Linear(3, 2))
+    opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    x = tl.tensor(np.random.default_rng(0).standard_normal((5, 4)))
+
+    def backward():
+        model.zero_grad()
+        (model(x.to(dtype=model.parameters()[0].dtype)) ** 2).mean().backward()
+
+    backward()
+    opt.step()                                          # moments are now non-zero, float32
+    model.to(dtype="float64")                           # replaces every .data
+    backward()
+    saved = opt.state_dict()["state"]
+    before = [(p.numpy().copy(), p.grad.copy()) for p in model.parameters()]
+    opt.step()
+    group = opt.param_groups[0]
+    assert group["flat"].dtype == np.float64 and group["exp_avg"].dtype == np.float64
+    for i, (p, (p0, g)) in enumerate(zip(model.parameters(), before)):
+        assert p.dtype == np.float64 and np.shares_memory(p.data, group["flat"])
+        expected, _, _ = adamw_reference(p0, [g], 1e-2, 0.1, t0=saved[i]["step"],
+                                         m=saved[i]["exp_avg"].astype(np.float64),
+                                         v=saved[i]["exp_avg_sq"].astype(np.float64))
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_adamw_sees_load_state_dict_after_creation():
+    model = nn.Linear(3, 2)
+    opt = AdamW(model.parameters(), lr=0.1, weight_decay=0.0)
+    model.load_state_dict({"weight": np.zeros((2, 3)), "bias": np.zeros(2)})
+    for p in model.parameters():
+        p.grad = np.ones(p.shape, dtype=np.float32)
+    opt.step()
+    np.testing.assert_allclose(model.weight.numpy(), -0.1, rtol=1e-5)   # started from the loaded 0
+
+
+def test_adamw_state_dict_round_trip_continues_identically():
+    def fresh():
+        return make_params(seed=0)
+
+    params = fresh()
+    grads = random_grads(params, steps=5)
+    opt = AdamW(two_groups(params), betas=(0.85, 0.98))
+    run(opt, params, grads[:3])
+    saved = pickle.loads(pickle.dumps(opt.state_dict()))      # as a checkpoint would store it
+    values = [p.numpy().copy() for p in params]
+
+    resumed = fresh()
+    opt2 = AdamW(two_groups(resumed), lr=123.0, betas=(0.5, 0.5), weight_decay=0.5)
+    for p, value in zip(resumed, values):
+        p.data[...] = value
+    opt2.load_state_dict(saved)
+    assert [g["lr"] for g in opt2.param_groups] == [3e-2, 1e-2]
+    assert [g["step"] for g in opt2.param_groups] == [3, 3]
+    run(opt, params, grads[3:])
+    run(opt2, resumed, grads[3:])
+    for p, q in zip(params, resumed):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+def test_adamw_load_state_dict_refuses_other_groups():
+    opt = AdamW(two_groups(make_params()))
+    other = AdamW(make_params())
+    with pytest.raises(ValueError, match="parameter groups"):
+        other.load_state_dict(opt.state_dict())
+
+
+def test_adamw_skips_a_group_without_gradients_and_refuses_a_partial_one():
+    params = make_params()
+    opt = AdamW(two_groups(params))
+    before = [p.numpy().copy() for p in params]
+    params[1].grad = np.ones(5)            # only the second group has gradients
+    opt.step()
+    np.testing.assert_array_equal(params[0].numpy(), before[0])
+    assert not np.array_equal(params[1].numpy(), before[1])
+    params[0].grad = np.ones((3, 4))       # the first group now half has them
+    with pytest.raises(RuntimeError, match="no gradient"):
+        opt.step()
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=-1.0), dict(eps=-1e-8), dict(weight_decay=-0.1),
+                                    dict(betas=(1.0, 0.999)), dict(betas=(0.9, -0.1))], ids=str)
+def test_adamw_rejects_bad_hyperparameters(kwargs):
+    with pytest.raises(ValueError, match="AdamW"):
+        AdamW(make_params(), **kwargs)
+
+
+def test_optimizers_reject_bad_parameter_lists():
+    with pytest.raises(ValueError, match="empty"):
+        AdamW([])
+    with pytest.raises(ValueError, match="require grad"):
+        SGD([tl.tensor(np.zeros(3))])
+    with pytest.raises(TypeError, match="dtype"):
+        AdamW(make_params(dtype=np.float32)[:1] + make_params(dtype=np.float64)[1:])
+
+
+def test_zero_grad_clears_the_optimizers_parameters():
+    params = make_params()
+    for p in params:
+        p.grad = np.ones(p.shape)
+    AdamW(params).zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+# ---- SGD ------------------------------------------------------------------------------------
+
+SGD_SETTINGS = [dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(lr=0.05, weight_decay=0.01),
+                dict(lr=0.05, momentum=0.8, weight_decay=0.01)]
+
+
+def sgd_reference(p, grads, lr, momentum=0.0, weight_decay=0.0):
+    """torch.optim.SGD (dampening 0, no Nesterov) for one parameter."""
+    p, buf = p.copy(), None
+    for g in grads:
+        g = g + weight_decay * p
+        if momentum:
+            buf = g.copy() if buf is None else momentum * buf + g
+            g = buf
+        p -= lr * g
+    return p
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=str)
+def test_sgd_matches_the_formula(settings):
+    params = make_params()
+    start = [p.numpy().copy() for p in params]
+    grads = random_grads(params, steps=3)
+    run(SGD(params, **settings), params, grads)
+    for i, p in enumerate(params):
+        expected = sgd_reference(start[i], [g[i] for g in grads], **settings)
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=str)
+def test_sgd_matches_torch(settings):
+    torch = pytest.importorskip("torch", reason="PyTorch not installed: reference comparison skipped")
+    params = make_params()
+    theirs_params = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
+    ours, theirs = SGD(params, **settings), torch.optim.SGD(theirs_params, **settings)
+    for step_grads in random_grads(params, steps=3):
+        for p, q, g in zip(params, theirs_params, step_grads):
+            p.grad, q.grad = g.copy(), torch.tensor(g)
+        ours.step()
+        theirs.step()
+    for p, q in zip(params, theirs_params):
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=0, atol=1e-13)
+
+
+def test_sgd_leaves_parameters_without_gradient_alone():
+    params = make_params()
+    before = params[0].numpy().copy()
+    params[1].grad = np.ones(5)
+    SGD(params, lr=0.1, momentum=0.9).step()
+    np.testing.assert_array_equal(params[0].numpy(), before)
+
+
+# ---- the learning-rate schedule -------------------------------------------------------------
+
+def nanogpt_get_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
+    """nanoGPT train.py's get_lr, verbatim in substance."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+@pytest.mark.parametrize("it", [0, 1, 99, 100, 101, 550, 999, 1000, 1001, 5000])
+def test_warmup_cosine_matches_nanogpt(it):
+    opt = AdamW([{"params": make_params()[:1], "lr": 1e-3}, {"params": make_params()[1:], "lr": 5e-4}])
+    schedule = WarmupCosine(opt, warmup_iters=100, decay_iters=1000, min_lr=1e-4)
+    returned = schedule.step(it)
+    expected = nanogpt_get_lr(it, 1e-3, 100, 1000, 1e-4)
+    assert returned == pytest.approx(expected, rel=1e-12)
+    assert opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+    assert opt.param_groups[1]["lr"] == pytest.approx(nanogpt_get_lr(it, 5e-4, 100, 1000, 1e-4), rel=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(warmup=st.integers(0, 50), length=st.integers(1, 500), it=st.integers(0, 700),
+       lr=st.floats(1e-5, 1.0), min_fraction=st.floats(0.0, 1.0))
+def test_warmup_cosine_matches_nanogpt_everywhere(warmup, length, it, lr, min_fraction):
+    opt = SGD([nn.Parameter(np.zeros(1))], lr=lr)
+    min_lr = lr * min_fraction
+    schedule = WarmupCosine(opt, warmup_iters=warmup, decay_iters=warmup + length, min_lr=min_lr)
+    got = schedule.step(it)
+    assert got == pytest.approx(nanogpt_get_lr(it, lr, warmup, warmup + length, min_lr), rel=1e-12)
+    floor = 0.0 if it < warmup else min_lr                       # warmup ramps up from 0
+    assert floor * (1 - 1e-12) <= got <= lr * (1 + 1e-12)
+
+
+def test_warmup_cosine_landmarks():
+    opt = SGD(make_params(), lr=1.0)
+    schedule = WarmupCosine(opt, warmup_iters=10, decay_iters=110, min_lr=0.1)
+    lrs = [schedule.step(it) for it in range(200)]
+    assert lrs[0] == pytest.approx(1 / 11)                         # warmup starts above 0
+    assert lrs[10] == pytest.approx(1.0)                           # the peak at warmup's end
+    assert lrs[60] == pytest.approx(0.55)                          # half way: the mean of both ends
+    assert lrs[110] == pytest.approx(0.1) and lrs[199] == 0.1      # the floor, and past the end
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))         # rises, then falls
+    assert all(a > b for a, b in zip(lrs[10:110], lrs[11:111]))
+
+
+# ---- gradient clipping ----------------------------------------------------------------------
+
+def test_clip_grad_norm_scales_to_max_norm():
+    params = make_params()
+    for p, g in zip(params, random_grads(params, steps=1)[0]):
+        p.grad = 10 * g
+    norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+    directions = [p.grad / norm for p in params]
+    assert clip_grad_norm_(params, 1.5) == pytest.approx(norm, rel=1e-12)
+    new_norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+    assert new_norm == pytest.approx(1.5, rel=1e-6)
+    for p, d in zip(params, directions):                           # direction kept
+        np.testing.assert_allclose(p.grad / new_norm, d, rtol=1e-10)
+
+
+def test_clip_grad_norm_leaves_small_gradients_unchanged():
+    params = make_params()
+    for p, g in zip(params, random_grads(params, steps=1)[0]):
+        p.grad = 1e-3 * g
+    before = [p.grad.copy() for p in params]
+    norm = clip_grad_norm_(params, 1.0)
+    assert norm == pytest.approx(math.sqrt(sum(float((g ** 2).sum()) for g in before)), rel=1e-12)
+    for p, g in zip(params, before):
+        np.testing.assert_array_equal(p.grad, g)
+
+
+def test_clip_grad_norm_skips_missing_gradients():
+    params = make_params()
+    params[1].grad = np.full(5, 2.0)
+    assert clip_grad_norm_(params, 1.0) == pytest.approx(math.sqrt(20))
+    assert params[0].grad is None
+    assert clip_grad_norm_(make_params(), 1.0) == 0.0
+
+
+def test_clip_grad_norm_matches_torch():
+    torch = pytest.importorskip("torch", reason="PyTorch not installed: reference comparison skipped")
+    params = make_params()
+    theirs = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
+    for p, q, g in zip(params, theirs, random_grads(params, steps=1)[0]):
+        p.grad, q.grad = 3 * g, torch.tensor(3 * g)
+    expected = float(torch.nn.utils.clip_grad_norm_(theirs, 0.7))
+    assert clip_grad_norm_(params, 0.7) == pytest.approx(expected, rel=1e-12)
+    for p, q in zip(params, theirs):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12)
+
+
+# ---- a whole model --------------------------------------------------------------------------
+
+def test_configure_optimizer_decays_matrices_only():
+    tl.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, dropout=0.0))
+    opt = model.configure_optimizer(learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim == 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert sorted(map(id, decay["params"] + no_decay["params"])) == sorted(map(id, model.parameters()))
+    assert decay["betas"] == (0.9, 0.95) and decay["lr"] == 1e-3
