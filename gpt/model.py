@@ -26,15 +26,22 @@ class CausalSelfAttention(nn.Module):
         self.record_attention = False  # when True, forward keeps its weights in self.attention
         self.attention = None           # (B, nh, T, T) raw array, for pictures of attention
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         q, k, v = self.c_attn(x).split(3, axis=2)               # 3 x (B, T, C)
         q = q.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)       # (B, nh, T, hs)
         k = k.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)
         v = v.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)
-        # softmax(masked_fill(q k^T / sqrt(hs), future, -inf)) as one fused op
-        att = F.causal_softmax(q @ k.transpose(0, 1, 3, 2), scale=1.0 / math.sqrt(hs))  # (B, nh, T, T)
+        if cache is not None and cache.length(self) > 0:
+            # generation, one new token: attend to the kept keys and values, nothing to mask
+            k, v = cache.append(self, k, v)                     # (B, nh, t + 1, hs)
+            att = F.softmax((q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hs)), axis=-1)  # (B, nh, 1, t + 1)
+        else:
+            if cache is not None:
+                cache.append(self, k, v)                        # keep the prompt's keys and values
+            # softmax(masked_fill(q k^T / sqrt(hs), future, -inf)) as one fused op
+            att = F.causal_softmax(q @ k.transpose(0, 1, 3, 2), scale=1.0 / math.sqrt(hs))  # (B, nh, T, T)
         if self.record_attention:
             self.attention = att.data
         att = self.attn_dropout(att)
@@ -63,8 +70,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -77,7 +84,7 @@ class LanguageModel(nn.Module):
     def device(self):
         return self.parameters()[0].device
 
-    def _ids(self, idx, what="idx"):
+    def _ids(self, idx, what="idx", check_length=True):
         data = idx.data if isinstance(idx, tl.Tensor) else idx
         data = backend.to_device(data, self.device) if backend.device_of(data) != self.device else data
         xp = backend.get_array_module(data)
@@ -86,40 +93,81 @@ class LanguageModel(nn.Module):
             raise TypeError(f"{what} must hold integer token ids, got dtype {data.dtype}")
         if data.ndim != 2:
             raise ValueError(f"{what} must be (B, T), got shape {tuple(data.shape)}")
-        if self.block_size is not None and data.shape[1] > self.block_size:
+        if check_length and self.block_size is not None and data.shape[1] > self.block_size:
             raise ValueError(f"{what} has {data.shape[1]} positions but block_size is {self.block_size}; "
                              "crop the context to the last block_size tokens")
         return data
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None, use_cache=True):
         """Append max_new_tokens sampled tokens to idx (B, T0) and return (B, T0 + n).
 
         Runs in eval mode under no_grad, cropping the context to block_size. Sampling draws
         from numpy.random.default_rng(seed), or tensorlite's generator (tl.manual_seed) when
-        seed is None, so the same seed gives the same text.
+        seed is None, so the same seed gives the same text, with or without the KV cache.
         """
-        if temperature <= 0:
+        if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if top_k is not None and top_k <= 0:
             raise ValueError(f"top_k must be a positive integer, got {top_k}")
         gen = np.random.default_rng(seed) if seed is not None else backend.rng("cpu")
-        ids = backend.as_numpy(self._ids(idx) if not isinstance(idx, list) else np.asarray(idx))
+        ids = backend.as_numpy(self._ids(np.asarray(idx) if isinstance(idx, list) else idx, check_length=False))
+        cache = self.new_cache() if use_cache else None
         was_training = self.training
         self.eval()
         try:
             with tl.no_grad():
                 for _ in range(max_new_tokens):
                     context = ids if self.block_size is None else ids[:, -self.block_size:]
-                    logits = self.next_logits(context)          # (B, V) float64 numpy
+                    logits = self.next_logits(context, cache)   # (B, V) float64 numpy
                     next_ids = sample(logits, temperature, top_k, gen)
                     ids = np.concatenate([ids, next_ids[:, None]], axis=1)
         finally:
             self.train(was_training)
         return tl.Tensor(ids) if isinstance(idx, tl.Tensor) else ids
 
-    def next_logits(self, context):
+    def new_cache(self):
+        return None  # models without attention have nothing to keep
+
+    def next_logits(self, context, cache=None):
         logits, _ = self(context)
         return backend.as_numpy(logits.data[:, -1, :]).astype(np.float64)
+
+
+class KVCache:
+    """Each attention layer's keys and values of the positions seen so far, (B, nh, t, hs),
+    in buffers of block_size positions, so a new token costs O(t) work instead of a whole
+    forward pass over the context.
+
+    The cache holds one window: when the context is cropped to its last block_size tokens,
+    every position's embedding changes, so the window is computed afresh (exactly as
+    without the cache).
+    """
+
+    def __init__(self, block_size):
+        self.block_size = block_size
+        self.reset()
+
+    def reset(self):
+        self.keys, self.values, self.used = {}, {}, {}
+        self.tokens = None     # the ids whose keys and values are kept, (B, t)
+
+    def length(self, layer):
+        return self.used.get(id(layer), 0)
+
+    def append(self, layer, k, v):
+        """Store k, v (B, nh, t, hs) after the kept positions; return all kept, as Tensors."""
+        key, t = id(layer), k.shape[2]
+        if key not in self.keys:
+            xp = k.xp
+            B, nh, _, hs = k.shape
+            self.keys[key] = xp.empty((B, nh, self.block_size, hs), dtype=k.dtype)
+            self.values[key] = xp.empty((B, nh, self.block_size, hs), dtype=v.dtype)
+            self.used[key] = 0
+        n = self.used[key]
+        self.keys[key][:, :, n:n + t] = k.data
+        self.values[key][:, :, n:n + t] = v.data
+        self.used[key] = n + t
+        return tl.Tensor(self.keys[key][:, :, :n + t]), tl.Tensor(self.values[key][:, :, :n + t])
 
 
 def sample(logits, temperature, top_k, gen):
@@ -161,19 +209,43 @@ class GPT(LanguageModel):
                 std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else 0.02
                 p.data[...] = gen.standard_normal(p.shape) * std
 
-    def forward(self, idx, targets=None):
-        """idx (B, T) int -> logits (B, T, V), and the mean cross-entropy if targets are given."""
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) int -> logits (B, T, V), and the mean cross-entropy if targets are given.
+
+        With a KVCache (generation), idx holds the positions after those already cached.
+        """
         idx = self._ids(idx)
         B, T = idx.shape
+        start = 0 if cache is None else cache.length(self.transformer.h[0].attn)
+        if start + T > self.block_size:
+            raise ValueError(f"{start + T} positions exceed block_size {self.block_size}")
         tok_emb = self.transformer.wte(idx)                     # (B, T, C)
-        pos_emb = self.transformer.wpe.weight[:T]               # (T, C), broadcast over B
+        pos_emb = self.transformer.wpe.weight[start:start + T]  # (T, C), broadcast over B
         x = self.transformer.drop(tok_emb + pos_emb)
         for block in self.transformer.h:
-            x = block(x)
+            x = block(x, cache)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)                                # (B, T, V)
         loss = None if targets is None else F.cross_entropy(logits, self._ids(targets, "targets"))
         return logits, loss
+
+    def new_cache(self):
+        return KVCache(self.block_size)
+
+    def next_logits(self, context, cache=None):
+        """Logits of the token after context (B, t), (B, V): with a cache, only the new
+        position is computed while the window still starts at the same token."""
+        if cache is None:
+            return super().next_logits(context)
+        kept = cache.tokens
+        if kept is not None and kept.shape[1] == context.shape[1] - 1 and np.array_equal(kept, context[:, :-1]):
+            x = context[:, -1:]                                 # only the new token
+        else:
+            cache.reset()                                       # a new window: compute it whole
+            x = context
+        cache.tokens = context
+        logits, _ = self(x, cache=cache)
+        return backend.as_numpy(logits.data[:, -1, :]).astype(np.float64)
 
     def configure_optimizer(self, learning_rate, weight_decay, betas=(0.9, 0.999)):
         """AdamW with weight decay on matrices only (not biases, LayerNorm weights), as nanoGPT."""
