@@ -317,10 +317,10 @@ class MatMul(Function):
         a, b = self.a, self.b
         a2 = a[None, :] if a.ndim == 1 else a          # treat vectors as (1, n) / (n, 1)
         b2 = b[:, None] if b.ndim == 1 else b
+        if b.ndim == 1:                                # restore the axes matmul dropped
+            gy = xp.expand_dims(gy, -1)
         if a.ndim == 1:
             gy = xp.expand_dims(gy, -2)
-        if b.ndim == 1:
-            gy = xp.expand_dims(gy, -1)
         ga = gy @ xp.swapaxes(b2, -1, -2)
         gb = xp.swapaxes(a2, -1, -2) @ gy
         if a.ndim == 1:

@@ -2,8 +2,9 @@
 
 For a function f and a random upstream gradient g, the scalar L(x) = sum(f(x) * g) has
 dL/dx = backward(g). Central differences (L(x + eps e) - L(x - eps e)) / (2 eps) estimate
-the same thing in float64. The random g matters: with g = 1, a softmax whose backward
-forgets its subtraction term still passes, because softmax outputs always sum to 1.
+the same thing in float64. The random g matters: with g = 1 (a check of sum(f(x))) the true
+gradient of softmax is exactly 0, since its outputs always sum to 1, and a backward that
+returns y * (gy - sum(y)) instead of y * (gy - sum(gy * y)) gives 0 there too and passes.
 
 Small inputs are checked element by element; large ones along random directions d,
 comparing <dL/dx, d> with (L(x + eps d) - L(x - eps d)) / (2 eps).

@@ -6,6 +6,7 @@ array) and returns one raw gradient per input. Function.apply wires Tensors to t
 records the graph; Tensor.backward walks it in reverse topological order.
 """
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -278,7 +279,7 @@ class Tensor:
                 gxs = (gxs,)
             if _anomaly:
                 _check_finite(fn, "backward", [gx.dense() if isinstance(gx, ScatterGrad) else gx for gx in gxs])
-            returned = set()
+            returned = Counter(id(gx) for gx in gxs)  # an array returned twice is shared
             for x, gx in zip(fn.inputs, gxs):
                 if gx is None or not x.requires_grad:
                     continue
@@ -294,8 +295,7 @@ class Tensor:
                     continue
                 gx = sum_to(gx, x.shape)
                 # a fresh array (not gy, not a view, not returned twice) is ours to add into
-                fresh = gx is not g and gx.base is None and id(gx) not in returned
-                returned.add(id(gx))
+                fresh = gx is not g and gx.base is None and returned[id(gx)] == 1
                 if key not in grads:
                     grads[key] = gx
                     if fresh:

@@ -183,11 +183,6 @@ class AddSharingOneArray(tl.Function):
         return g, g
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tensor.py Tensor.backward: `fresh = gx is not g and gx.base is None and id(gx) not in "
-    "returned` lets the first input own an array that a later input also holds; a later "
-    "`grads[key] += gx` for p then writes into q's gradient. Fix: an array returned for two "
-    "inputs must be owned by neither (count ids over gxs first, fresh only if returned once)."))
 def test_one_array_returned_for_two_inputs_is_not_added_into():
     p, q = leaf(np.ones(3)), leaf(np.ones(3))
     y = AddSharingOneArray.apply(p, q)

@@ -10,7 +10,7 @@ from functools import partial
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tensorlite as tl
@@ -86,11 +86,6 @@ AXES = [None, 0, 1, -1, (0, 2), (-1, 0)]
 MATMUL_SHAPES = [((3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((2, 1, 3, 4), (5, 4, 2)),
                  ((3, 4), (2, 4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (2, 4, 5)),
                  ((2, 3, 4), (4,))]
-MATMUL_VECTOR_BUG = pytest.mark.xfail(
-    raises=np.exceptions.AxisError, strict=True,
-    reason="MatMul.backward: for vector @ vector gy is 0-d, and `if a.ndim == 1: gy = "
-           "expand_dims(gy, -2)` runs before the b.ndim == 1 expansion; swapping the two ifs "
-           "(expand at -1 for b first, then at -2 for a) fixes it")
 CAUSAL = ~np.tril(np.ones((4, 4), bool))  # True above the diagonal: the future is hidden
 
 CASES = [
@@ -155,7 +150,7 @@ CASES = [
 
     *[case(F.MatMul, operator.matmul, randn(*sa), randn(*sb), id=f"matmul-{sa}@{sb}")
       for sa, sb in MATMUL_SHAPES],
-    case(F.MatMul, operator.matmul, randn(4), randn(4), id="matmul-(4,)@(4,)", marks=MATMUL_VECTOR_BUG),
+    case(F.MatMul, operator.matmul, randn(4), randn(4), id="matmul-(4,)@(4,)"),
     case(F.Linear, F.linear, randn(3, 4), randn(5, 4), randn(5), id="linear-2d-bias"),
     case(F.Linear, F.linear, randn(3, 4), randn(5, 4), id="linear-2d"),
     case(F.Linear, F.linear, randn(2, 3, 4), randn(5, 4), randn(5), id="linear-3d-bias"),
@@ -271,8 +266,6 @@ def test_broadcasting_binary_ops(shapes, name, seed, device):
                                                 max_side=3),
        seed=seeds)
 def test_batched_matmul(shapes, seed, device):
-    # vector @ vector is the xfail case matmul-(4,)@(4,) in CASES
-    assume(len(shapes.input_shapes[0]) > 1 or len(shapes.input_shapes[1]) > 1)
     rng = np.random.default_rng(seed)
     a, b = (tl.tensor(randn(*s, rng=rng), requires_grad=True, device=device)
             for s in shapes.input_shapes)
