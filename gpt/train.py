@@ -25,7 +25,7 @@ import numpy as np
 import tensorlite as tl
 from tensorlite import backend
 
-from .config import GPTConfig, TrainConfig
+from .config import GPTConfig
 from .data import CharTokenizer, get_batch, train_val_split
 from .model import GPT
 

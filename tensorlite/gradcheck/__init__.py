@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import as_numpy, get_array_module
-from .tensor import Tensor, no_grad
+from ..backend import as_numpy, get_array_module
+from ..tensor import Tensor, no_grad
 
 FULL_CHECK_LIMIT = 512   # inputs with at most this many elements are checked element by element
 N_DIRECTIONS = 16        # random directions for larger inputs

@@ -1,0 +1,55 @@
+"""python -m tensorlite.gradcheck: runs every op, prints a table, fails loudly."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tensorlite as tl
+import tensorlite.functional as F
+from tensorlite.gradcheck.__main__ import main, op_cases
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def all_functions():
+    found, stack = set(), [tl.Function]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub.__module__.startswith("tensorlite") and sub not in found:
+                found.add(sub)
+                stack.append(sub)
+    return found
+
+
+def test_the_cli_checks_every_function():
+    covered = {op for op, _, _ in op_cases(np.random.default_rng(0)).values()}
+    missing = sorted(f.__name__ for f in all_functions() - covered)
+    assert not missing, f"python -m tensorlite.gradcheck has no case for: {missing}"
+
+
+def test_the_cli_runs_and_passes():
+    out = subprocess.run([sys.executable, "-m", "tensorlite.gradcheck", "--seed", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["op", "input", "shape"]
+    assert lines[-1] == f"{len(op_cases(np.random.default_rng(0)))} ops, 0 failed"
+    assert "FAIL" not in out.stdout and "Warning" not in out.stderr
+
+
+def test_the_cli_exits_non_zero_on_a_wrong_backward(monkeypatch, capsys):
+    monkeypatch.setattr(F.GELU, "backward", lambda self, gy: gy * 0.5 * (1 + self.t))  # a term short
+    assert main(["--op", "gelu", "--op", "tanh"]) == 1
+    out = capsys.readouterr().out
+    gelu_row = next(line for line in out.splitlines() if line.startswith("gelu"))
+    assert "FAIL at element" in gelu_row
+    assert out.splitlines()[-1] == "2 ops, 1 failed"
+
+
+def test_the_cli_names_unknown_ops(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--op", "softmaxx"])
+    assert e.value.code == 2
+    assert "unknown op(s) softmaxx" in capsys.readouterr().err
