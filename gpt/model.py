@@ -197,6 +197,8 @@ class GPT(LanguageModel):
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
         self._init_weights()
+        for name, p in self.named_parameters():
+            p.name = name  # shown in graphs (tensorlite.viz) and error messages
 
     def _init_weights(self):
         """nanoGPT's init: N(0, 0.02) for matrices and tables, zero biases, and the residual

@@ -3,7 +3,7 @@
     import tensorlite as tl
     import tensorlite.functional as F
 """
-from . import backend, functional, nn, optim
+from . import backend, functional, nn, optim, viz
 from .backend import DeviceError, gpu_available, manual_seed
 from .gradcheck import GradcheckError, gradcheck
 from .profiler import profile
@@ -13,4 +13,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Tensor", "Function", "tensor", "no_grad", "detect_anomaly", "is_grad_enabled", "gradcheck",
            "GradcheckError", "profile", "manual_seed", "gpu_available", "DeviceError",
-           "functional", "backend", "nn", "optim"]
+           "functional", "backend", "nn", "optim", "viz"]
