@@ -1,0 +1,221 @@
+"""The example scripts as a user runs them: flags made from the dataclasses, one-line errors
+without a traceback, and short end-to-end runs (on the real Tiny Shakespeare when it is here).
+"""
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tensorlite as tl
+from gpt import GPTConfig, TrainConfig
+from gpt.train import CHECKPOINT, METRICS, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+STEP_LINE = re.compile(r"^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$")
+TINY_FLAGS = ["--device", "cpu", "--no-progress", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+              "--block-size", "16", "--batch-size", "4", "--eval-iters", "1", "--sample-chars", "0"]
+
+
+def shakespeare_path():
+    path = Path(os.environ.get("TINYSHAKESPEARE_PATH")
+                or Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt")
+    if not path.is_file():
+        pytest.skip(f"Tiny Shakespeare not found at {path}; set TINYSHAKESPEARE_PATH")
+    return path
+
+
+def script(name, *args, timeout=120):
+    return subprocess.run([sys.executable, f"examples/{name}", *map(str, args)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc, *fragments, code=1):
+    """Exit code `code`, and stderr is exactly one line `error: ...` holding every fragment."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def step_numbers(stdout):
+    return [int(m[1]) for m in map(STEP_LINE.match, stdout.splitlines()) if m]
+
+
+def printed_after_the_step_lines(stdout):
+    last = list(re.finditer(r"^step \d+: .*\n", stdout, re.MULTILINE))[-1]
+    return stdout[last.end():]
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    """20,000 characters of made-up lines (lowercase words, spaces, punctuation, newlines)."""
+    rng = np.random.default_rng(0)
+    words = "the king and queen of rome shall not go to war with france my lord be still now".split()
+    lines = [" ".join(rng.choice(words, rng.integers(3, 9))) + rng.choice([",", ".", ";", "!"])
+             for _ in range(800)]
+    path = tmp_path_factory.mktemp("data") / "input.txt"
+    path.write_text("\n".join(lines)[:20_000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(data_file, tmp_path_factory):
+    """A 6-step train_shakespeare.py run of the tiny model on data_file."""
+    out = tmp_path_factory.mktemp("tiny") / "out"
+    proc = script("train_shakespeare.py", "--data", data_file, "--out", out, *TINY_FLAGS,
+                  "--max-iters", "6", "--eval-interval", "3")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def shakespeare_run(tmp_path_factory):
+    """The cpu preset's real shape on the real data, for 3 steps."""
+    data = shakespeare_path()
+    out = tmp_path_factory.mktemp("shakespeare") / "out"
+    proc = script("train_shakespeare.py", "--device", "cpu", "--data", data, "--out", out, "--no-progress",
+                  "--max-iters", "3", "--eval-interval", "3", "--eval-iters", "1")
+    return proc, out
+
+
+# ---- train_shakespeare.py -------------------------------------------------------------------
+
+def test_train_help_lists_a_flag_for_every_setting():
+    proc = script("train_shakespeare.py", "--help")
+    assert proc.returncode == 0, proc.stderr
+    flags = set(re.findall(r"--[a-z][a-z0-9-]*", proc.stdout))
+    required = {"--n-layer", "--n-head", "--n-embd", "--block-size", "--batch-size", "--dropout",
+                "--max-iters", "--eval-interval", "--eval-iters", "--learning-rate", "--seed",
+                "--data", "--out", "--resume"}
+    assert required <= flags
+    from_dataclasses = {"--" + f.name.replace("_", "-") for cls in (GPTConfig, TrainConfig)
+                        for f in dataclasses.fields(cls) if f.name != "vocab_size"}
+    assert from_dataclasses <= flags, from_dataclasses - flags
+    assert "--vocab-size" not in flags  # it comes from the data
+
+
+@pytest.mark.skipif(tl.gpu_available(), reason="CuPy sees a GPU here: --device cuda works")
+def test_train_on_cuda_without_cupy_says_what_to_install(data_file):
+    proc = script("train_shakespeare.py", "--device", "cuda", "--data", data_file)
+    assert proc.returncode != 0
+    assert_one_line_error(proc, "pip install", "cuda12", code=proc.returncode)
+
+
+def test_train_end_to_end_on_tiny_shakespeare(shakespeare_run):
+    proc, out = shakespeare_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert step_numbers(proc.stdout) == [0, 3]
+    rest = printed_after_the_step_lines(proc.stdout)
+    sample, done = rest.split("\ndone: step 3, ")                  # the sample, then the summary
+    assert len(sample) == TrainConfig().sample_chars
+    assert done.endswith(f"checkpoint in {out}\n")
+    state = load_checkpoint(out / CHECKPOINT)
+    assert state["step"] == 3 and len(state["vocab"]) == 65
+    assert set(sample) <= set(state["vocab"])
+    cfg = state["model_config"]
+    shape = (cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["block_size"])
+    assert shape == (4, 4, 128, 64)  # the cpu preset
+    metrics = [json.loads(line) for line in (out / METRICS).read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 3]
+
+
+INVALID = [
+    (["--n-embd", "15"], ["n_embd (15) must be divisible by n_head (2)"]),
+    (["--n-head", "3"], ["n_embd (16) must be divisible by n_head (3)"]),
+    (["--dropout", "1.0"], ["dropout", "[0, 1)", "1.0"]),
+    (["--dropout", "-0.1"], ["dropout", "-0.1"]),
+    (["--n-layer", "0"], ["n_layer", "positive"]),
+    (["--block-size", "-1"], ["block_size", "positive"]),
+    (["--batch-size", "0"], ["batch_size", "positive"]),
+    (["--max-iters", "0"], ["max_iters", "positive"]),
+]
+
+
+@pytest.mark.parametrize("flags, fragments", INVALID, ids=[" ".join(flags) for flags, _ in INVALID])
+def test_train_refuses_invalid_settings_in_one_line(data_file, tmp_path, flags, fragments):
+    proc = script("train_shakespeare.py", "--data", data_file, "--out", tmp_path, *TINY_FLAGS, *flags)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / CHECKPOINT).exists()
+
+
+def test_train_refuses_an_empty_data_file(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    proc = script("train_shakespeare.py", "--data", empty, "--out", tmp_path / "out", *TINY_FLAGS)
+    assert_one_line_error(proc, "empty", str(empty))
+
+
+def test_train_refuses_a_data_file_too_short_for_block_size(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("to be or not to be, that is the question\n")
+    proc = script("train_shakespeare.py", "--data", short, "--out", tmp_path / "out", *TINY_FLAGS)
+    assert_one_line_error(proc, "split", "block_size 16")
+
+
+def test_train_resume_with_another_model_setting_names_it(tiny_run, tmp_path, data_file):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run, out)
+    proc = script("train_shakespeare.py", "--data", data_file, "--out", out, *TINY_FLAGS,
+                  "--resume", "--n-embd", "32", "--max-iters", "9")
+    assert_one_line_error(proc, "n_embd", "(16, 32)")
+    assert load_checkpoint(out)["step"] == 6  # untouched
+
+
+def test_train_resume_from_a_truncated_checkpoint_says_so(tiny_run, tmp_path, data_file):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run, out)
+    data = (out / CHECKPOINT).read_bytes()
+    (out / CHECKPOINT).write_bytes(data[:len(data) // 2])
+    proc = script("train_shakespeare.py", "--data", data_file, "--out", out, *TINY_FLAGS,
+                  "--resume", "--max-iters", "9")
+    assert_one_line_error(proc, "truncated or corrupt", CHECKPOINT)
+
+
+# ---- sample.py ------------------------------------------------------------------------------
+
+def test_sample_continues_the_prompt(shakespeare_run):
+    proc, out = shakespeare_run
+    assert proc.returncode == 0, proc.stderr
+    flags = ["--prompt", "ROMEO:", "--max-new-tokens", "40", "--device", "cpu"]
+    sampled = script("sample.py", "--checkpoint", out, *flags)
+    assert sampled.returncode == 0, sampled.stderr
+    text = sampled.stdout[:-1]  # print's newline
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 40
+    again = script("sample.py", "--checkpoint", out / CHECKPOINT, *flags)
+    assert again.stdout == sampled.stdout  # the same --seed, the same text
+
+
+def test_sample_names_a_prompt_character_outside_the_vocabulary(tiny_run):
+    proc = script("sample.py", "--checkpoint", tiny_run, "--prompt", "the king@", "--device", "cpu")
+    assert_one_line_error(proc, "'@'", "not in the vocabulary")
+    assert proc.stdout == ""
+
+
+def test_sample_without_a_checkpoint_says_where_it_looked(tmp_path):
+    proc = script("sample.py", "--checkpoint", tmp_path / "nowhere", "--device", "cpu")
+    assert_one_line_error(proc, "no checkpoint", "nowhere")
+
+
+# ---- bigram.py ------------------------------------------------------------------------------
+
+def test_bigram_trains_and_prints_step_lines(data_file):
+    proc = script("bigram.py", "--data", data_file, "--max-iters", "20", "--eval-interval", "10",
+                  "--eval-iters", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert step_numbers(proc.stdout) == [0, 10, 20]
+    losses = [float(STEP_LINE.match(line)[3]) for line in proc.stdout.splitlines() if STEP_LINE.match(line)]
+    assert losses[-1] < losses[0]  # lr 1e-2 on a (V, V) table: 20 steps already help
+    sample = printed_after_the_step_lines(proc.stdout)[:-1]  # print's newline
+    assert len(sample) == 301 and set(sample) <= set(data_file.read_text())  # the start token + 300
