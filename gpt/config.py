@@ -3,6 +3,7 @@
 Every field here becomes a command-line flag of examples/train_shakespeare.py
 (`n_layer` -> `--n-layer`), generated from these dataclasses.
 """
+import math
 from dataclasses import dataclass, fields
 
 
@@ -40,7 +41,8 @@ class TrainConfig:
     learning_rate: float = 3e-4
     min_lr: float = 3e-5        # the floor of the cosine schedule
     warmup_iters: int = 0
-    lr_decay: bool = False      # warmup + cosine decay to min_lr at max_iters
+    lr_decay: bool = False      # warmup + cosine decay to min_lr at lr_decay_iters
+    lr_decay_iters: int = 0     # where the cosine reaches min_lr (0: max_iters)
     weight_decay: float = 0.01  # applied to matrices only (2-D weights), as nanoGPT
     beta1: float = 0.9
     beta2: float = 0.999
@@ -55,11 +57,16 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
-        for name in ("warmup_iters", "checkpoint_interval", "sample_chars"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"TrainConfig.learning_rate must be a positive number, got {self.learning_rate}")
+        for name in ("warmup_iters", "lr_decay_iters", "checkpoint_interval", "sample_chars",
+                     "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {value}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 # The lecture's final model and hyperparameters ("Let's build GPT", gpt.py), and nanoGPT's

@@ -70,8 +70,7 @@ def load_checkpoint(path):
     try:
         with open(path, "rb") as f:
             state = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-            IndexError, KeyError, MemoryError) as e:
+    except Exception as e:  # a damaged pickle can raise almost anything
         raise TrainingError(f"checkpoint {str(path)!r} is truncated or corrupt "
                             f"({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -177,7 +176,8 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
     tl.manual_seed(tc.seed)
     model = GPT(model_config).to(device=device)
     optimizer = model.configure_optimizer(tc.learning_rate, tc.weight_decay, (tc.beta1, tc.beta2))
-    schedule = tl.optim.WarmupCosine(optimizer, tc.warmup_iters, tc.max_iters, tc.min_lr) if tc.lr_decay else None
+    schedule = (tl.optim.WarmupCosine(optimizer, tc.warmup_iters, tc.lr_decay_iters or tc.max_iters, tc.min_lr)
+                if tc.lr_decay else None)
     batch_rng = np.random.default_rng(tc.seed)
     step, best_val = 0, math.inf
     if resume:
@@ -187,8 +187,11 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
         backend.set_rng_state(state["rng"]["tensorlite"])
         step, best_val = state["step"], state["best_val_loss"]
         log(f"resuming from {ckpt_path} at step {step}")
+        _truncate_metrics(out_dir / METRICS, step)  # evaluations after the checkpoint are redone
     elif (out_dir / METRICS).exists():
         (out_dir / METRICS).unlink()  # a fresh run starts a fresh log
+    for stale in out_dir.glob(CHECKPOINT + ".*.tmp"):  # left by a run killed while saving
+        stale.unlink()
 
     def checkpoint(at_step):
         save_checkpoint(ckpt_path, {
@@ -213,8 +216,11 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
             if at_eval and step != resumed_at:  # a resumed run already evaluated its first step
                 losses = estimate_loss(model, {"train": train_data, "val": val_data}, tc.eval_iters,
                                        B, T, seed=tc.seed + step)
-                best_val = min(best_val, losses["val"])
                 write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                if not all(math.isfinite(v) for v in losses.values()):
+                    raise TrainingError(f"step {step}: the evaluation loss is not finite ({losses}); "
+                                        f"the last good checkpoint is {ckpt_path}")
+                best_val = min(best_val, losses["val"])
                 with open(out_dir / METRICS, "a") as f:
                     f.write(json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                                         "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
@@ -235,16 +241,17 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
             _, loss = model(x, y)
             optimizer.zero_grad()
             loss.backward()
-            if tc.grad_clip:
-                norm = tl.optim.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                if not math.isfinite(norm):
-                    raise TrainingError(f"step {step}: the gradient norm is {norm}; "
-                                        f"the last good checkpoint is {ckpt_path}")
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingError(f"step {step}: the loss is {loss_value}"
                                     + _first_nonfinite_op(model, x, y, tc.debug_nan)
                                     + f"; the last good checkpoint is {ckpt_path}")
+            if tc.grad_clip:
+                norm = tl.optim.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                if not math.isfinite(norm):
+                    raise TrainingError(f"step {step}: the gradient norm is {norm}"
+                                        + _first_nonfinite_op(model, x, y, tc.debug_nan)
+                                        + f"; the last good checkpoint is {ckpt_path}")
             optimizer.step()
             step += 1
             tokens_per_s = B * T / (time.perf_counter() - t0)
@@ -263,6 +270,14 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
         result["sample"] = tokenizer.decode(ids[0, 1:])
         log(result["sample"])
     return result
+
+
+def _truncate_metrics(path, step):
+    """Keep only the metrics lines of evaluations up to `step` (those the checkpoint saw)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
 
 
 def _first_nonfinite_op(model, x, y, debug):
