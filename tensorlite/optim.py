@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import as_numpy, get_array_module
 
 
 def _as_groups(params, defaults):
@@ -48,6 +48,8 @@ class AdamW(Optimizer):
         p <- p - lr * wd * p
         m <- b1 m + (1 - b1) g            v <- b2 v + (1 - b2) g^2
         p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    A parameter whose .grad is None is skipped (its step count t stays), as in PyTorch.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -55,8 +57,10 @@ class AdamW(Optimizer):
             raise ValueError(f"AdamW: invalid lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         for g in self.param_groups:
+            if g["lr"] < 0 or g["weight_decay"] < 0:
+                raise ValueError(f"AdamW: invalid lr={g['lr']} or weight_decay={g['weight_decay']} in a group")
             self._pack(g)
-            g["step"] = 0
+            g["steps"] = [0] * len(g["params"])
 
     @staticmethod
     def _pack(group):
@@ -70,51 +74,59 @@ class AdamW(Optimizer):
                                 f"got {dtype} and {p.dtype}")
         sizes = [p.size for p in params]
         flat = xp.empty(sum(sizes), dtype=dtype)
-        views, offset = [], 0
+        views, offsets, offset = [], [], 0
         for p, n in zip(params, sizes):
             view = flat[offset:offset + n].reshape(p.shape)
             view[...] = p.data
             p.data = view
             views.append(view)
+            offsets.append(offset)
             offset += n
-        group.update(flat=flat, views=views, sizes=sizes,
+        group.update(flat=flat, views=views, sizes=sizes, offsets=offsets,
                      exp_avg=group.get("exp_avg", xp.zeros_like(flat)),
                      exp_avg_sq=group.get("exp_avg_sq", xp.zeros_like(flat)),
                      grad=xp.empty_like(flat), tmp=xp.empty_like(flat))
 
     def step(self):
         for group in self.param_groups:
-            params = group["params"]
+            params, steps = group["params"], group["steps"]
             if any(p.data is not v for p, v in zip(params, group["views"])):
                 self._repack(group)  # something replaced a parameter's array (e.g. Module.to)
-            if all(p.grad is None for p in params):
+            have = [p.grad is not None for p in params]
+            g = group["grad"]
+            for p, n, o, ok in zip(params, group["sizes"], group["offsets"], have):  # gather
+                if ok:
+                    g[o:o + n] = p.grad.reshape(-1)
+            if all(have) and len(set(steps)) == 1:     # the usual case: the whole group at once
+                self._update(group, slice(None), steps[0] + 1)
+                group["steps"] = [steps[0] + 1] * len(steps)
                 continue
-            if any(p.grad is None for p in params):
-                raise RuntimeError("AdamW: some parameters in a group have no gradient; put parameters "
-                                   "that are not used in the loss in a separate group")
-            xp = get_array_module(group["flat"])
-            g, tmp, m, v, flat = group["grad"], group["tmp"], group["exp_avg"], group["exp_avg_sq"], group["flat"]
-            offset = 0
-            for p, n in zip(params, group["sizes"]):                 # gather gradients
-                g[offset:offset + n] = p.grad.reshape(-1)
-                offset += n
-            group["step"] += 1
-            t, lr, (b1, b2), eps, wd = group["step"], group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            if wd:
-                flat *= 1 - lr * wd                                   # decoupled weight decay
-            m *= b1
-            xp.multiply(g, 1 - b1, out=tmp)
-            m += tmp                                                  # m = b1 m + (1 - b1) g
-            v *= b2
-            xp.multiply(g, g, out=tmp)
-            tmp *= 1 - b2
-            v += tmp                                                  # v = b2 v + (1 - b2) g^2
-            xp.sqrt(v, out=tmp)
-            tmp /= math.sqrt(1 - b2 ** t)
-            tmp += eps                                                # denom
-            xp.divide(m, tmp, out=tmp)
-            tmp *= lr / (1 - b1 ** t)
-            flat -= tmp
+            for i, (n, o, ok) in enumerate(zip(group["sizes"], group["offsets"], have)):
+                if ok:
+                    steps[i] += 1
+                    self._update(group, slice(o, o + n), steps[i])
+
+    @staticmethod
+    def _update(group, part, t):
+        """One AdamW update of flat[part] at step t, in place, with one temporary buffer."""
+        xp = get_array_module(group["flat"])
+        flat, g, m, v, tmp = (group[k][part] for k in ("flat", "grad", "exp_avg", "exp_avg_sq", "tmp"))
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if wd:
+            flat *= 1 - lr * wd                                   # decoupled weight decay
+        m *= b1
+        xp.multiply(g, 1 - b1, out=tmp)
+        m += tmp                                                  # m = b1 m + (1 - b1) g
+        v *= b2
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v += tmp                                                  # v = b2 v + (1 - b2) g^2
+        xp.sqrt(v, out=tmp)
+        tmp /= math.sqrt(1 - b2 ** t)
+        tmp += eps                                                # denom
+        xp.divide(m, tmp, out=tmp)
+        tmp *= lr / (1 - b1 ** t)
+        flat -= tmp
 
     def _repack(self, group):
         m, v = group["exp_avg"], group["exp_avg_sq"]
@@ -124,21 +136,22 @@ class AdamW(Optimizer):
 
     # ---- state as PyTorch lays it out: per-parameter moments, keyed by parameter index -------
     def state_dict(self):
-        from .backend import as_numpy
         state, groups, index = {}, [], 0
         for group in self.param_groups:
-            ids, offset = [], 0
-            for n, p in zip(group["sizes"], group["params"]):
-                state[index] = {"step": group["step"],
-                                "exp_avg": as_numpy(group["exp_avg"][offset:offset + n]).reshape(p.shape).copy(),
-                                "exp_avg_sq": as_numpy(group["exp_avg_sq"][offset:offset + n]).reshape(p.shape).copy()}
+            ids = []
+            for p, n, o, t in zip(group["params"], group["sizes"], group["offsets"], group["steps"]):
+                if t:  # as PyTorch: no state for a parameter never stepped
+                    state[index] = {"step": t,
+                                    "exp_avg": as_numpy(group["exp_avg"][o:o + n]).reshape(p.shape).copy(),
+                                    "exp_avg_sq": as_numpy(group["exp_avg_sq"][o:o + n]).reshape(p.shape).copy()}
                 ids.append(index)
                 index += 1
-                offset += n
             groups.append({k: group[k] for k in ("lr", "betas", "eps", "weight_decay")} | {"params": ids})
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, sd):
+        """Restore moments, step counts and hyperparameters; refuses (changing nothing) a state
+        whose groups or shapes do not match this optimizer's parameters."""
         groups = sd["param_groups"]
         if len(groups) != len(self.param_groups) or any(
                 len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)):
@@ -147,7 +160,7 @@ class AdamW(Optimizer):
                              f"optimizer's ({[len(g['params']) for g in self.param_groups]})")
         for saved, group in zip(groups, self.param_groups):
             for i, p in zip(saved["params"], group["params"]):
-                s = sd["state"].get(i) or sd["state"].get(str(i))
+                s = sd["state"].get(i, sd["state"].get(str(i)))
                 if s is not None and tuple(np.shape(s["exp_avg"])) != tuple(p.shape):
                     raise ValueError(f"AdamW.load_state_dict: state of parameter {i} has shape "
                                      f"{tuple(np.shape(s['exp_avg']))}, the parameter {tuple(p.shape)}")
@@ -155,14 +168,15 @@ class AdamW(Optimizer):
             xp = get_array_module(group["flat"])
             for k in ("lr", "betas", "eps", "weight_decay"):
                 group[k] = tuple(saved[k]) if k == "betas" else saved[k]
-            offset = 0
-            for i, n in zip(saved["params"], group["sizes"]):
-                s = sd["state"].get(i) or sd["state"].get(str(i))
-                if s is not None:
-                    group["exp_avg"][offset:offset + n] = xp.asarray(np.asarray(s["exp_avg"]).reshape(-1))
-                    group["exp_avg_sq"][offset:offset + n] = xp.asarray(np.asarray(s["exp_avg_sq"]).reshape(-1))
-                    group["step"] = int(s["step"])
-                offset += n
+            for j, (i, n, o) in enumerate(zip(saved["params"], group["sizes"], group["offsets"])):
+                s = sd["state"].get(i, sd["state"].get(str(i)))
+                m, v = group["exp_avg"][o:o + n], group["exp_avg_sq"][o:o + n]
+                if s is None:
+                    m[...], v[...], group["steps"][j] = 0, 0, 0
+                else:
+                    m[...] = xp.asarray(np.asarray(s["exp_avg"]).reshape(-1))
+                    v[...] = xp.asarray(np.asarray(s["exp_avg_sq"]).reshape(-1))
+                    group["steps"][j] = int(s["step"])
 
 
 class SGD(Optimizer):
