@@ -178,6 +178,24 @@ class GELU(Function):
         return gx
 
 
+def row_sum(a):
+    """a.sum(axis=-1, keepdims=True), as one matrix-vector product.
+
+    NumPy's reduction over short contiguous rows (C = 64..512) is about 4x slower than a
+    BLAS GEMV with a vector of ones; the hot ops (layer norm, softmax) sum rows every call.
+    """
+    xp = get_array_module(a)
+    rows = a.reshape(-1, a.shape[-1]) @ xp.ones(a.shape[-1], dtype=a.dtype)   # (N,)
+    return rows.reshape(*a.shape[:-1], 1)
+
+
+def leading_sum(a):
+    """a summed over every axis but the last: (..., C) -> (C,), as one GEMV (see row_sum)."""
+    xp = get_array_module(a)
+    a2 = a.reshape(-1, a.shape[-1])                                            # (N, C)
+    return xp.ones(a2.shape[0], dtype=a.dtype) @ a2
+
+
 def blocks(a, size=1 << 16):
     """Slices of a's flattened elements for element-wise kernels of many passes.
 
@@ -376,7 +394,7 @@ class Linear(Function):
         gy2 = gy.reshape(-1, gy.shape[-1])               # (N, out)
         gx = (gy2 @ self.w).reshape(*gy.shape[:-1], self.w.shape[1])
         gw = gy2.T @ self.x2                             # (out, in)
-        gb = gy2.sum(axis=0) if self.has_bias else None
+        gb = leading_sum(gy2) if self.has_bias else None
         return gx, gw, gb
 
 
@@ -392,7 +410,7 @@ class Softmax(Function):
         self.axis = axis
         e = x - x.max(axis=axis, keepdims=True)    # shift: exp never overflows
         xp.exp(e, out=e)
-        e /= e.sum(axis=axis, keepdims=True)
+        e /= e.sum(axis=axis, keepdims=True) if axis not in (-1, e.ndim - 1) else row_sum(e)
         self.y = e  # the output is all backward needs
         return e
 
@@ -403,7 +421,7 @@ class Softmax(Function):
 def _softmax_backward(y, gy, axis):
     """y * (gy - sum(gy * y, axis)), with one temporary."""
     gx = gy * y
-    s = gx.sum(axis=axis, keepdims=True)
+    s = gx.sum(axis=axis, keepdims=True) if axis not in (-1, gx.ndim - 1) else row_sum(gx)
     get_array_module(gy).subtract(gy, s, out=gx)
     gx *= y
     return gx
@@ -437,7 +455,7 @@ class CausalSoftmax(Function):
         z += causal_bias(T, x.dtype, xp)             # -inf above the diagonal
         z -= z.max(axis=-1, keepdims=True)           # the diagonal is never masked: max is finite
         xp.exp(z, out=z)
-        z /= z.sum(axis=-1, keepdims=True)
+        z /= row_sum(z)
         self.y, self.scale = z, scale
         return z
 
@@ -488,8 +506,9 @@ class LayerNorm(Function):
     """
     def forward(self, x, w=None, b=None, eps=1e-5):
         xp = get_array_module(x)
-        xh = x - x.mean(axis=-1, keepdims=True)                      # (..., C) centred
-        var = (xh * xh).mean(axis=-1, keepdims=True)                 # (..., 1)
+        C = x.shape[-1]
+        xh = x - row_sum(x) / C                                      # (..., C) centred
+        var = row_sum(xh * xh) / C                                   # (..., 1)
         rstd = 1.0 / xp.sqrt(var + eps)                              # (..., 1)
         xh *= rstd                                                   # normalized
         self.xh, self.rstd, self.w = xh, rstd, w  # xh and rstd give dx in three terms; w scales dy
@@ -502,16 +521,16 @@ class LayerNorm(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         xh, rstd = self.xh, self.rstd
-        lead = tuple(range(gy.ndim - 1))
+        C = gy.shape[-1]
         tmp = gy * xh
-        gw = tmp.sum(axis=lead) if self.has_w else None
-        gb = gy.sum(axis=lead) if self.has_b else None
+        gw = leading_sum(tmp) if self.has_w else None
+        gb = leading_sum(gy) if self.has_b else None
         dxh = gy * self.w if self.has_w else gy.copy()
         xp.multiply(dxh, xh, out=tmp)
-        m2 = tmp.mean(axis=-1, keepdims=True)                        # mean(dxh * xh)
-        dxh -= dxh.mean(axis=-1, keepdims=True)
+        m2 = row_sum(tmp) / C                                        # mean(dxh * xh)
+        dxh -= row_sum(dxh) / C                                      # - mean(dxh)
         xp.multiply(xh, m2, out=tmp)
-        dxh -= tmp
+        dxh -= tmp                                                   # - xh * mean(dxh * xh)
         dxh *= rstd                                                  # the three terms
         return (dxh,) + ((gw,) if self.has_w else ()) + ((gb,) if self.has_b else ())
 
