@@ -18,6 +18,7 @@ class GPTConfig:
     bias: bool = True         # biases in Linear and LayerNorm layers
     activation: str = "gelu"  # "gelu" (GPT-2) or "relu" (the lecture)
     tie_weights: bool = False  # share wte and lm_head, as GPT-2
+    fused_softmax: bool = True  # attention's scale, causal mask and softmax as one op (same numbers)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):

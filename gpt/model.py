@@ -23,8 +23,11 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.fused_softmax = config.fused_softmax
         self.record_attention = False  # when True, forward keeps its weights in self.attention
         self.attention = None           # (B, nh, T, T) raw array, for pictures of attention
+        # future positions, True above the diagonal (the lecture's `tril == 0`); not a parameter
+        self.future = np.triu(np.ones((config.block_size, config.block_size), dtype=bool), k=1)
 
     def forward(self, x, cache=None):
         B, T, C = x.shape
@@ -40,8 +43,13 @@ class CausalSelfAttention(nn.Module):
         else:
             if cache is not None:
                 cache.append(self, k, v)                        # keep the prompt's keys and values
-            # softmax(masked_fill(q k^T / sqrt(hs), future, -inf)) as one fused op
-            att = F.causal_softmax(q @ k.transpose(0, 1, 3, 2), scale=1.0 / math.sqrt(hs))  # (B, nh, T, T)
+            att = q @ k.transpose(0, 1, 3, 2)                   # (B, nh, T, T)
+            if self.fused_softmax:  # the three lines below as one op, in one pass
+                att = F.causal_softmax(att, scale=1.0 / math.sqrt(hs))
+            else:                   # the lecture's: scale, hide the future, softmax
+                att = att * (1.0 / math.sqrt(hs))
+                att = att.masked_fill(backend.to_device(self.future[:T, :T], x.device), float("-inf"))
+                att = F.softmax(att, axis=-1)
         if self.record_attention:
             self.attention = att.data
         att = self.attn_dropout(att)

@@ -487,3 +487,42 @@ def test_kv_cache_logits_match_a_full_forward():
             step = model.next_logits(ids[:, :t], cache)           # only position t-1 is new
             np.testing.assert_allclose(step, full[:, t - 1], rtol=1e-5, atol=1e-6)
     assert cache.length(model.transformer.h[0].attn) == ids.shape[1]
+
+
+def test_the_fused_attention_softmax_equals_the_lectures_three_steps():
+    """fused_softmax=True runs F.causal_softmax; False runs scale, masked_fill(-inf), softmax.
+    Same logits, same loss, same gradients (float64)."""
+    results = []
+    for fused in (True, False):
+        model = randomize(tiny_gpt(fused_softmax=fused).to(dtype="float64"))
+        logits, loss = model(random_ids((2, 8)), random_ids((2, 8), seed=1))
+        loss.backward()
+        results.append((logits.numpy(), loss.item(), {n: p.grad for n, p in model.named_parameters()}))
+    (l1, s1, g1), (l2, s2, g2) = results
+    np.testing.assert_allclose(l1, l2, rtol=0, atol=1e-13)
+    assert abs(s1 - s2) < 1e-13
+    for name in g1:
+        np.testing.assert_allclose(g1[name], g2[name], rtol=0, atol=1e-13, err_msg=name)
+
+
+REFERENCE = Path(__file__).resolve().parent / "reference" / "torch_gpt_float64.npz"
+
+
+@pytest.mark.parametrize("case", ["default", "nobias-relu-tied"])
+def test_matches_stored_pytorch_numbers(case):
+    """The same check as test_matches_pytorch, against logits, loss and gradients PyTorch
+    computed once (tests/reference/make_torch_reference.py), so it runs without PyTorch."""
+    import ast
+    ref = np.load(REFERENCE)
+    config = GPTConfig(**ast.literal_eval(str(ref[f"{case}/config"])))
+    tl.manual_seed(0)
+    model = GPT(config).to(dtype="float64")
+    prefix = f"{case}/weight/"
+    model.load_state_dict({k[len(prefix):]: ref[k] for k in ref.files if k.startswith(prefix)})
+    logits, loss = model(ref[f"{case}/idx"], ref[f"{case}/targets"])
+    loss.backward()
+    np.testing.assert_allclose(logits.numpy(), ref[f"{case}/logits"], rtol=0, atol=1e-10)
+    assert abs(loss.item() - float(ref[f"{case}/loss"])) < 1e-10
+    for name, p in model._named_parameters_all():
+        np.testing.assert_allclose(p.grad, ref[f"{case}/grad/{name}"], rtol=0, atol=1e-8, err_msg=name)
+    assert np.abs(ref[f"{case}/logits"]).max() > 1.0
