@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 
 import tensorlite as tl  # noqa: E402
+from gpt.cli import run  # noqa: E402
 from gpt.train import load_checkpoint, model_from_checkpoint  # noqa: E402
 from tensorlite.backend import as_numpy  # noqa: E402
 
@@ -114,8 +115,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -12,7 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 
 import tensorlite as tl  # noqa: E402
-from gpt import BigramLanguageModel, CharTokenizer, get_batch, load_text, train_val_split  # noqa: E402
+from gpt import (  # noqa: E402
+    BigramLanguageModel,
+    CharTokenizer,
+    get_batch,
+    load_text,
+    train_val_split,
+)
+from gpt.cli import run  # noqa: E402
 from gpt.train import estimate_loss  # noqa: E402
 
 
@@ -53,8 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

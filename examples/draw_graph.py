@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import tensorlite as tl  # noqa: E402
 import tensorlite.viz  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
+from gpt.cli import run  # noqa: E402
 
 
 def main(argv=None):
@@ -51,8 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (OSError, subprocess.CalledProcessError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -11,6 +11,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from gpt.cli import run as run_script  # noqa: E402
+
 NEEDS_MATPLOTLIB = 'this script needs matplotlib: pip install -e ".[viz]"'
 
 
@@ -71,8 +75,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_script(main)

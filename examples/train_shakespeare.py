@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import tensorlite as tl  # noqa: E402
 from gpt import PRESETS, GPTConfig, TrainConfig, load_text, preset  # noqa: E402
+from gpt.cli import run as run_script  # noqa: E402
 from gpt.train import run  # noqa: E402
 
 SKIP = {"vocab_size"}  # comes from the data
@@ -77,11 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except (ValueError, TypeError, IndexError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_script(main)

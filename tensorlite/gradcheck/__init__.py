@@ -105,16 +105,8 @@ def _check_elements(i, x, analytic, loss, eps, atol, rtol):
         down = loss()
         flat[k] = old
         numeric[k] = (up - down) / (2 * eps)
-    analytic = analytic.reshape(-1)
-    abs_err = np.abs(analytic - numeric)
-    excess = abs_err - (atol + rtol * np.abs(numeric))
-    k = int(np.argmax(excess))
-    return InputReport(
-        index=i, shape=tuple(x.shape), mode="elements",
-        max_abs_err=float(abs_err.max()),
-        max_rel_err=float((abs_err / np.maximum(np.abs(numeric), 1e-12)).max()),
-        worst=f"element {tuple(int(j) for j in np.unravel_index(k, x.shape))}", analytic=float(analytic[k]),
-        numeric=float(numeric[k]), passed=bool(excess[k] <= 0))
+    return _compare(i, x.shape, "elements", analytic.reshape(-1), numeric, atol, rtol,
+                    lambda k: f"element {tuple(int(j) for j in np.unravel_index(k, x.shape))}")
 
 
 def _check_directions(i, x, analytic, loss, eps, atol, rtol, rng):
@@ -132,12 +124,16 @@ def _check_directions(i, x, analytic, loss, eps, atol, rtol, rng):
         rows.append((d_i, float((analytic * d).sum()), (up - down) / (2 * eps)))
     a = np.array([r[1] for r in rows])
     n = np.array([r[2] for r in rows])
-    abs_err = np.abs(a - n)
-    excess = abs_err - (atol + rtol * np.abs(n))
+    return _compare(i, x.shape, "directions", a, n, atol, rtol, lambda k: f"random direction {k}")
+
+
+def _compare(i, shape, mode, analytic, numeric, atol, rtol, name):
+    """The report of one input: pass when |a - n| <= atol + rtol |n| everywhere; the worst
+    entry is the one furthest over that bound, named by name(k)."""
+    abs_err = np.abs(analytic - numeric)
+    excess = abs_err - (atol + rtol * np.abs(numeric))
     k = int(np.argmax(excess))
     return InputReport(
-        index=i, shape=tuple(x.shape), mode="directions",
-        max_abs_err=float(abs_err.max()),
-        max_rel_err=float((abs_err / np.maximum(np.abs(n), 1e-12)).max()),
-        worst=f"random direction {k}", analytic=float(a[k]), numeric=float(n[k]),
-        passed=bool(excess[k] <= 0))
+        index=i, shape=tuple(shape), mode=mode, max_abs_err=float(abs_err.max()),
+        max_rel_err=float((abs_err / np.maximum(np.abs(numeric), 1e-12)).max()),
+        worst=name(k), analytic=float(analytic[k]), numeric=float(numeric[k]), passed=bool(excess[k] <= 0))
