@@ -6,6 +6,7 @@ array) and returns one raw gradient per input. Function.apply wires Tensors to t
 records the graph; Tensor.backward walks it in reverse topological order.
 """
 import time
+import weakref
 from collections import Counter
 
 import numpy as np
@@ -121,7 +122,8 @@ class Function:
         if _grad_enabled and any(x.requires_grad for x in inputs):
             out.requires_grad = True
             out.creator = fn
-            fn.inputs = inputs
+            # the graph keeps leaves, and of other inputs only their Edge: no data
+            fn.inputs = [x if x.creator is None else x.edge() for x in inputs]
         return out
 
     def release(self):
@@ -158,6 +160,7 @@ class Tensor:
         self.creator = None       # the Function that made this tensor, if any
         self.name = None          # set for parameters, shown in graphs and errors
         self._retain_grad = False
+        self._edge = None
 
     # ---- attributes --------------------------------------------------------------------
     @property
@@ -223,6 +226,12 @@ class Tensor:
             return self
         return Tensor(data, requires_grad=self.requires_grad and self.is_leaf)
 
+    def edge(self):
+        """This tensor as the graph holds it (see Edge); made once, on first use."""
+        if self._edge is None:
+            self._edge = Edge(self)
+        return self._edge
+
     def retain_grad(self):
         """Keep .grad on this non-leaf tensor after backward (leaves always keep it)."""
         self._retain_grad = True
@@ -255,17 +264,20 @@ class Tensor:
                                  f"the tensor's shape {tuple(self.shape)}")
             grad = grad.astype(self.dtype, copy=False)
 
-        grads = {id(self): grad}  # id(tensor) -> the gradient summed so far
-        owned = set()  # ids of tensors whose gradient array the engine may add into in place
-        for node in _topological_order(self):
+        root = self if self.creator is None else self.edge()
+        grads = {id(root): grad}  # id(node) -> the gradient summed so far
+        owned = set()  # ids of nodes whose gradient array the engine may add into in place
+        for node in _topological_order(root):
             g = grads.pop(id(node), None)
             if g is None:  # every path to it returned None (not differentiable)
                 continue
             fn = node.creator
-            if fn is None or node._retain_grad:
+            if fn is None:                       # a leaf: its .grad is the result
                 node.grad = _accumulate(node.grad, g, id(node) in owned)
-                if fn is None:
-                    continue
+                continue
+            kept = node.tensor()                  # alive only if the program still holds it
+            if kept is not None and kept._retain_grad:
+                kept.grad = _accumulate(kept.grad, g, id(node) in owned)
             if getattr(fn, "released", False):
                 raise RuntimeError("backward() through a graph a second time: its saved arrays "
                                    "were freed by the first backward; recompute the forward pass")
@@ -360,6 +372,22 @@ def _raw(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+class Edge:
+    """What the graph keeps of a non-leaf tensor: the op that made it, and its shape and dtype,
+    but not its data. An intermediate result that no op saved for backward is then freed as
+    soon as the program drops it, as in PyTorch; ops keep what they need themselves.
+    """
+    __slots__ = ("creator", "shape", "dtype", "tensor")
+    requires_grad, is_leaf, name = True, False, None
+
+    def __init__(self, t):
+        self.creator, self.shape, self.dtype = t.creator, t.shape, t.dtype
+        self.tensor = weakref.ref(t)  # for retain_grad, while the program holds t
+
+    def __repr__(self):
+        return f"<Edge of {type(self.creator).__name__} output, shape {tuple(self.shape)}>"
+
+
 class ScatterGrad:
     """A gradient that is zero except for `value` at x[index], returned by indexing ops.
 
@@ -398,7 +426,8 @@ def _accumulate(old, g, owned):
 
 
 def _topological_order(root):
-    """Tensors that need a gradient, outputs before inputs, built without recursion."""
+    """Nodes (leaf tensors and Edges) that need a gradient, outputs before inputs, built
+    without recursion."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:

@@ -320,3 +320,20 @@ def test_profiler_is_off_outside_its_block_and_cannot_nest():
                 pass
     leaf(X).exp()
     assert "Exp" not in prof.stats
+
+
+def test_the_graph_keeps_no_data_that_no_op_saved():
+    """An intermediate result is freed once the program drops it, though the graph through it
+    lives on: the graph holds an Edge (op, shape, dtype), and ops keep only what they saved."""
+    import gc
+    import weakref
+    x = leaf(np.arange(6.0).reshape(2, 3))
+    a = x * 2.0                     # Sum below saves only a shape, so nothing needs a's data
+    data = weakref.ref(a.data)
+    y = F.exp(a.sum(axis=0))        # Exp saves its own output, not a
+    del a
+    gc.collect()
+    assert data() is None
+    y.backward(np.ones(3))
+    expected = 2.0 * np.exp((2.0 * np.arange(6.0).reshape(2, 3)).sum(axis=0))
+    np.testing.assert_allclose(x.grad, np.broadcast_to(expected, (2, 3)))
