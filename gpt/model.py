@@ -250,6 +250,10 @@ class GPT(LanguageModel):
         kept = cache.tokens
         if kept is not None and kept.shape[1] == context.shape[1] - 1 and np.array_equal(kept, context[:, :-1]):
             x = context[:, -1:]                                 # only the new token
+        elif context.shape[1] == self.block_size:
+            # a full window that moved: every position changed, nothing to reuse now or later
+            cache.reset()
+            return super().next_logits(context)
         else:
             cache.reset()                                       # a new window: compute it whole
             x = context
