@@ -90,7 +90,8 @@ class LanguageModel(nn.Module):
 
     @property
     def device(self):
-        return self.parameters()[0].device
+        _, first = next(self._named_parameters_all())  # stops at the first: this runs every forward
+        return first.device
 
     def _ids(self, idx, what="idx", check_length=True):
         data = idx.data if isinstance(idx, tl.Tensor) else idx
