@@ -97,11 +97,9 @@ def rng(device="cpu"):
 
 
 def get_rng_state():
-    """A picklable snapshot of the generators (saved in checkpoints for exact resume)."""
-    state = {"cpu": rng("cpu").bit_generator.state}
-    if "cuda" in _rngs:
-        state["cuda"] = None  # CuPy's RandomState cannot be snapshotted; resume reseeds it
-    return state
+    """A picklable snapshot of the CPU generator (saved in checkpoints for exact resume).
+    CuPy's RandomState cannot be snapshotted, so a resumed GPU run reseeds dropout."""
+    return {"cpu": rng("cpu").bit_generator.state}
 
 
 def set_rng_state(state):
