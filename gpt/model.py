@@ -94,10 +94,7 @@ class LanguageModel(nn.Module):
         return first.device
 
     def _ids(self, idx, what="idx", check_length=True):
-        data = idx.data if isinstance(idx, tl.Tensor) else idx
-        data = backend.to_device(data, self.device) if backend.device_of(data) != self.device else data
-        xp = backend.get_array_module(data)
-        data = xp.asarray(data)
+        data = backend.to_device(idx.data if isinstance(idx, tl.Tensor) else idx, self.device)
         if data.dtype.kind not in "iu":
             raise TypeError(f"{what} must hold integer token ids, got dtype {data.dtype}")
         if data.ndim != 2:
