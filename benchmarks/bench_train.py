@@ -31,9 +31,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first")
     p.add_argument("--dropout", type=float, default=None, help="override the preset's dropout (both sides)")
     p.add_argument("--gen-tokens", type=int, default=200, help="tokens to generate for gen tok/s (0: skip)")
+    p.add_argument("--block", type=int, default=5, help="timed steps per side before switching sides")
+    p.add_argument("--block-warmup", type=int, default=2,
+                   help="untimed steps at the start of each block, after the pause")
     p.add_argument("--pause", type=float, default=None,
-                   help="seconds of sleep before each timed step, so that the other side's BLAS "
-                        "threads stop spinning first (default 0.2 on cpu, 0 on cuda; see README)")
+                   help="seconds of sleep before each block, so that the other side's BLAS threads "
+                        "stop spinning first (default 0.2 on cpu, 0 on cuda; see README)")
     p.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads for both sides")
     p.add_argument("--no-torch", action="store_true", help="time tensorlite only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -358,10 +361,13 @@ def main(args):
             timed(step, sync)
     times = {name: [] for name in sides}
     cpu_before = cpu_seconds()
-    for _ in range(args.steps):  # interleaved: tl, torch, tl, torch, ...
+    while len(times["tl"]) < args.steps:  # interleaved blocks: tl x block, torch x block, ...
         for name, (step, sync, _) in sides.items():
-            time.sleep(args.pause)
-            times[name].append(timed(step, sync))
+            time.sleep(args.pause)        # the other side's threads stop spinning
+            for _ in range(args.block_warmup):
+                timed(step, sync)         # caches, clocks and this side's threads warm again
+            n = min(args.block, args.steps - len(times[name]))
+            times[name] += [timed(step, sync) for _ in range(n)]
     others = other_cpu_percent(cpu_before, cpu_seconds())
     if others is not None and others > 5:
         print(f"[bench_train] warning: other processes used {others:.0f}% of the CPUs during the timed "
@@ -374,7 +380,7 @@ def main(args):
         "date": time.strftime("%Y-%m-%d"), "batch_size": batch_size,
         "others_cpu_pct": others, "pause_s": args.pause,
         "config": {k: cfg[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")},
-        "steps": args.steps, "warmup": args.warmup,
+        "steps": args.steps, "warmup": args.warmup, "block": args.block, "block_warmup": args.block_warmup,
         "threads": torch.get_num_threads() if torch is not None else args.threads or os.cpu_count(),
         "blas": blas_info() if args.device == "cpu" else None,
         "numpy_version": np.__version__, "torch_version": torch.__version__ if torch is not None else None,
@@ -437,8 +443,8 @@ def print_table(res, args):
     print(f"matmul peak {res['peak_gflops']:.0f} GFLOP/s ({res['peak_matmul_n']}^3 float32)  "
           f"model {res['flops_per_step'] / 1e9:.2f} GFLOP/step  params tl {res['tl_params']:,} "
           f"torch {fmt(res['torch_params'], ',')}  "
-          f"median of {res['steps']} steps after {res['warmup']} warm-up, interleaved, "
-          f"{res['pause_s']} s pause before each")
+          f"median of {res['steps']} steps after {res['warmup']} warm-up, interleaved in blocks of "
+          f"{res['block']} ({res['pause_s']} s pause and {res['block_warmup']} untimed steps before each)")
     print(f"{'side':<12}{'ms/step':>10}{'tokens/s':>11}{'vs torch':>10}{'MFU':>8}{'peak MB':>10}"
           f"{'gen tok/s':>11}{'loss':>8}")
     for name, label in (("tl", "tensorlite"), ("torch", "torch")):

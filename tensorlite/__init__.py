@@ -3,6 +3,8 @@
     import tensorlite as tl
     import tensorlite.functional as F
 """
+import os
+
 from . import backend, functional, nn, optim, viz
 from .backend import DeviceError, gpu_available, manual_seed
 from .gradcheck import GradcheckError, gradcheck
@@ -10,6 +12,9 @@ from .profiler import profile
 from .tensor import Function, Tensor, detect_anomaly, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"
+
+if os.environ.get("TENSORLITE_KEEP_FREED_MEMORY", "1") != "0":
+    backend.keep_freed_memory()  # glibc: reuse freed arrays instead of new pages every step
 
 __all__ = ["Tensor", "Function", "tensor", "no_grad", "detect_anomaly", "is_grad_enabled", "gradcheck",
            "GradcheckError", "profile", "manual_seed", "gpu_available", "DeviceError",

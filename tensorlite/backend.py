@@ -111,3 +111,37 @@ def uniform(shape, dtype, device):
     if device == "cuda":
         return rng("cuda").random_sample(shape, dtype=dtype)
     return rng("cpu").random(shape, dtype=dtype)
+
+
+# ---- host memory: keep freed blocks for the next step ---------------------------------------
+#
+# A training step allocates and frees the same few hundred activation and gradient arrays
+# every step. glibc's malloc serves arrays above 128 KB with fresh mmap()s and trims the heap
+# top past 128 KB, so every step the kernel hands out and zeroes thousands of new pages
+# (4,500 page faults, 5 of 41 ms, on the cpu preset). Raising both thresholds makes the next
+# step reuse the freed blocks: one page fault per step. PyTorch gets the same from its own
+# allocator; NumPy has none.
+
+MMAP_THRESHOLD = 32 * 2**20   # the largest value glibc accepts
+TRIM_THRESHOLD = 256 * 2**20  # free memory kept at the heap top before it is returned
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from <malloc.h>
+
+
+def keep_freed_memory():
+    """Make glibc's malloc keep freed arrays up to 32 MB for reuse (see above).
+
+    Called once when tensorlite is imported, unless the environment sets
+    TENSORLITE_KEEP_FREED_MEMORY=0. Returns True when the setting took effect, False where
+    there is no glibc (macOS, Windows, musl) and nothing changed. The cost: up to
+    TRIM_THRESHOLD of freed memory stays in the process instead of going back to the OS.
+    """
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt, _ = libc.mallopt, libc.gnu_get_libc_version  # glibc only
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

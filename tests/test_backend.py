@@ -132,3 +132,52 @@ def test_pow_takes_a_constant_exponent():
 def test_split_into_unequal_parts_raises():
     with pytest.raises(ValueError, match="axis 1 of size 5 does not divide into 2"):
         F.split(tl.tensor(np.ones((2, 5))), 2, axis=1)
+
+
+# ---- host memory: glibc keeps freed arrays for the next step ---------------------------------
+
+FAULTS_PER_STEP = """
+import resource, numpy as np, tensorlite as tl
+from gpt import GPT, preset
+tl.manual_seed(0)
+model = GPT(preset("cpu")[0])
+opt = tl.optim.AdamW(model.parameters())
+x = tl.tensor(np.random.default_rng(0).integers(0, 65, (12, 64)))
+faults = []
+for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    _, loss = model(x, x)
+    opt.zero_grad(); loss.backward(); opt.step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(faults[3:]))
+"""
+
+
+def glibc():
+    import ctypes
+    try:
+        ctypes.CDLL(None).gnu_get_libc_version
+        return True
+    except AttributeError:
+        return False
+
+
+@pytest.mark.skipif(not glibc(), reason="keep_freed_memory changes glibc's malloc only; this libc is not glibc")
+@pytest.mark.parametrize("setting, few", [("1", True), ("0", False)])
+def test_training_steps_reuse_freed_memory(setting, few):
+    """With the setting (the default), a cpu-preset step after the first few takes its arrays
+    from memory freed by the step before: almost no new pages. With it off, glibc maps and
+    faults in thousands of fresh pages every step."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TENSORLITE_KEEP_FREED_MEMORY": setting, "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP], env=env, capture_output=True,
+                         text=True, check=True, timeout=120)
+    faults = int(out.stdout.split()[-1])
+    assert (faults < 100) if few else (faults > 1000), f"page faults per step: {faults}"
+
+
+def test_keep_freed_memory_reports_whether_it_applied():
+    assert backend.keep_freed_memory() is glibc()
