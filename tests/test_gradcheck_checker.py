@@ -51,7 +51,7 @@ class MatMulWrongTranspose(F.MatMul):
 
 class GELUWithoutTanhTerm(F.GELU):
     def backward(self, gy):
-        return gy * 0.5 * (1 + self.t)                       # forgot 0.5 x (1 - t^2) du/dx
+        return gy * self.s                                   # forgot x ds/dx
 
 
 class CrossEntropyWithoutMean(F.CrossEntropy):

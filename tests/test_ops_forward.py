@@ -209,3 +209,18 @@ def test_layer_norm_of_constant_rows(dtype, device, rng):
     dxh = gy * W5
     np.testing.assert_allclose(as_numpy(x.grad), (dxh - dxh.mean(-1, keepdims=True)) / np.sqrt(1e-5),
                                **TOL[dtype])
+
+
+@pytest.mark.parametrize("op", [F.softmax, F.log_softmax, partial(F.causal_softmax, scale=0.5)],
+                         ids=["softmax", "log_softmax", "causal_softmax"])
+def test_a_nan_in_a_row_makes_that_row_nan(op, device):
+    """The max that shifts each row is taken per row: a NaN spoils its own row, no other."""
+    x = np.ones((2, 3, 3))
+    x[0, 2, 1] = np.nan
+    y = as_numpy(op(tl.tensor(x, device=device)).data)
+    assert np.isnan(y[0, 2]).all() and np.isfinite(y[0, :2]).all() and np.isfinite(y[1]).all()
+
+
+def test_causal_softmax_keeps_float32_with_a_numpy_scale(device):
+    x = tl.tensor(np.zeros((2, 4, 4), dtype=np.float32), device=device)
+    assert F.causal_softmax(x, scale=np.float64(0.5)).dtype == np.float32
