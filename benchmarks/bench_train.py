@@ -1,11 +1,13 @@
 """Training-step speed of tensorlite's GPT against the same model in PyTorch eager.
 
     python benchmarks/bench_train.py [--preset cpu|lecture] [--device cpu|cuda] [--steps 20]
-        [--warmup 3] [--json] [--no-torch] [--gen-tokens 200] [--threads N] [--profile]
+        [--warmup 3] [--block 5] [--block-warmup 2] [--json] [--no-torch] [--gen-tokens 200]
+        [--threads N] [--profile]
 
 One step = forward, backward, AdamW step, zero_grad, on one fixed random batch. After
---warmup steps each, the two sides alternate (tensorlite step, torch step, ...) for --steps
-steps each, so both see the same machine state; the table reports medians. Peak memory is
+--warmup steps each, the two sides alternate in blocks (a pause, --block-warmup untimed
+steps, --block timed steps) until each has --steps timed steps, so both see the same machine
+state in the steady state of a training loop; the table reports medians. Peak memory is
 measured in a fresh child process per side (see measure_memory). Both sides use the preset's
 model config and batch size, its dropout (or --dropout), and AdamW(lr=1e-3, weight_decay=0.01).
 """
@@ -42,7 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--profile", action="store_true", help="also print tl.profile() of one tensorlite step")
     p.add_argument("--_memory", choices=["tl", "torch"], help=argparse.SUPPRESS)  # child-process mode
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.block < 1 or args.block_warmup < 0 or args.warmup < 0:
+        p.error("--steps and --block must be at least 1, --warmup and --block-warmup at least 0")
+    return args
 
 
 if __name__ == "__main__":

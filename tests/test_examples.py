@@ -219,3 +219,28 @@ def test_bigram_trains_and_prints_step_lines(data_file):
     assert losses[-1] < losses[0]  # lr 1e-2 on a (V, V) table: 20 steps already help
     sample = printed_after_the_step_lines(proc.stdout)[:-1]  # print's newline
     assert len(sample) == 301 and set(sample) <= set(data_file.read_text())  # the start token + 300
+
+
+# ---- benchmarks/bench_train.py: it runs, and its JSON carries what the README tables show ----
+
+def bench_train(*args):
+    return subprocess.run([sys.executable, "benchmarks/bench_train.py", *args], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_bench_train_json_times_the_blocks_it_was_asked_for():
+    proc = bench_train("--no-torch", "--steps", "3", "--warmup", "0", "--block", "2",
+                       "--block-warmup", "0", "--pause", "0", "--gen-tokens", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert (res["steps"], res["block"], res["block_warmup"]) == (3, 2, 0)
+    assert res["tl_ms"] > 0 and res["tl_tokens_s"] == pytest.approx(12 * 64 / (res["tl_ms"] / 1e3))
+    assert 0 < res["mfu"] < 1 and res["tl_peak_mb"] > 0
+    assert res["torch_ms"] is None and res["speedup_vs_torch"] is None  # --no-torch says so
+    assert "timing the tensorlite side only" in proc.stderr
+
+
+@pytest.mark.parametrize("flag, value", [("--block", "0"), ("--steps", "0"), ("--block-warmup", "-1")])
+def test_bench_train_rejects_bad_counts(flag, value):
+    proc = bench_train(flag, value, "--no-torch")
+    assert proc.returncode == 2 and "must be at least" in proc.stderr and "Traceback" not in proc.stderr
