@@ -181,3 +181,14 @@ def test_training_steps_reuse_freed_memory(setting, few):
 
 def test_keep_freed_memory_reports_whether_it_applied():
     assert backend.keep_freed_memory() is glibc()
+
+
+def test_large_arrays_still_allocate_in_other_threads():
+    """With mmap off, a thread's own malloc arena (64 MB heaps) must still get arrays bigger
+    than a heap: glibc falls back to mmap for those."""
+    import threading
+    sums = []
+    thread = threading.Thread(target=lambda: sums.append(float(np.ones(2**25, np.float32)[::2**20].sum())))
+    thread.start()
+    thread.join()
+    assert sums == [32.0]  # a 128 MB array, 32 of its elements summed
