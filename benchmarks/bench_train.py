@@ -83,6 +83,17 @@ def fixed_batch(cfg, batch_size):
     return rng.integers(0, cfg["vocab_size"], shape), rng.integers(0, cfg["vocab_size"], shape)  # int64
 
 
+def training_step(model, opt, x, y):
+    """One step, the same code for both sides: tensorlite's model and optimizer API is PyTorch's."""
+    def step():
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def make_tl(cfg, x, y, device):
     from gpt import GPTConfig
     tl.manual_seed(0)
@@ -90,18 +101,11 @@ def make_tl(cfg, x, y, device):
     opt = tl.optim.AdamW(model.parameters(), lr=1e-3)  # after .to(): AdamW packs the parameters
     x, y = tl.tensor(x, device=device), tl.tensor(y, device=device)
 
-    def step():
-        _, loss = model(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-
     def sync():
         if device == "cuda":
             import cupy
             cupy.cuda.get_current_stream().synchronize()
-    return step, sync, model
+    return training_step(model, opt, x, y), sync, model
 
 
 def make_torch(cfg, x, y, device):
@@ -114,17 +118,10 @@ def make_torch(cfg, x, y, device):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
-    def step():
-        _, loss = model(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-
     def sync():
         if device == "cuda":
             torch.cuda.synchronize()
-    return step, sync, model
+    return training_step(model, opt, x, y), sync, model
 
 
 def timed(step, sync):

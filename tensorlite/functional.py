@@ -161,13 +161,16 @@ class GELU(Function):
         xp = get_array_module(gy)
         gy = xp.ascontiguousarray(gy)
         gx = xp.empty_like(gy)
-        for b in blocks(gx):
+        parts = blocks(gx)
+        scratch = xp.empty(parts[0].stop if parts else 0, dtype=gx.dtype)  # the first block's size, reused
+        for b in parts:
             x, s, g, d = self.x.reshape(-1)[b], self.s.reshape(-1)[b], gy.reshape(-1)[b], gx.reshape(-1)[b]
             xp.multiply(x, x, out=d)
             d *= 6 * GELU_C * 0.044715
             d += 2 * GELU_C
             d *= x                                   # d = 2 sqrt(2/pi) x (1 + 3 * 0.044715 x^2)
-            ds = s * s
+            ds = scratch[:d.size]
+            xp.multiply(s, s, out=ds)
             xp.subtract(s, ds, out=ds)               # s (1 - s)
             d *= ds
             d += s                                   # s (1 + d (1 - s))
@@ -433,7 +436,7 @@ class Softmax(Function):
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
-        e = x - row_max(x, axis)    # shift: exp never overflows
+        e = x - row_max(x, axis)                   # shift: exp never overflows
         xp.exp(e, out=e)
         e /= row_sum(e, axis)
         self.y = e  # the output is all backward needs
@@ -479,7 +482,7 @@ class CausalSoftmax(Function):
         scale = float(scale)                          # a NumPy float64 scale would promote z
         z = x * scale
         z += causal_bias(T, x.dtype, xp)             # -inf above the diagonal
-        z -= row_max(z)           # the diagonal is never masked: max is finite
+        z -= row_max(z)                              # the diagonal is never masked: max is finite
         xp.exp(z, out=z)
         z /= row_sum(z)
         self.y, self.scale = z, scale
@@ -553,8 +556,7 @@ class LayerNorm(Function):
         dxh = gy * self.w if self.has_w else gy.copy()
         m2 = row_dot(dxh, xh) / C                                    # mean(dxh * xh)
         dxh -= row_sum(dxh) / C                                      # - mean(dxh)
-        m2 = xh * m2
-        dxh -= m2                                                    # - xh * mean(dxh * xh)
+        dxh -= xh * m2                                               # - xh * mean(dxh * xh)
         dxh *= rstd                                                  # the three terms
         return (dxh,) + ((gw,) if self.has_w else ()) + ((gb,) if self.has_b else ())
 
@@ -616,7 +618,7 @@ class CrossEntropy(Function):
             raise IndexError(f"cross_entropy: targets must lie in 0..{V - 1}, "
                              f"found {int(t.min())}..{int(t.max())}")
         rows = xp.arange(t.size)
-        z = x - row_max(x)                     # shift: exp never overflows
+        z = x - row_max(x)                                       # shift: exp never overflows
         e = xp.exp(z)
         s = e.sum(axis=1, keepdims=True)                         # (N, 1)
         loss = (xp.log(s[:, 0]) - z[rows, t]).mean()

@@ -29,6 +29,16 @@ def random_grads(params, steps, seed=1):
     return [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(steps)]
 
 
+def step_both(ours, theirs, params, theirs_params, steps):
+    """Give both optimizers the same random gradients for `steps` steps."""
+    import torch
+    for step_grads in random_grads(params, steps=steps):
+        for p, q, g in zip(params, theirs_params, step_grads):
+            p.grad, q.grad = g.copy(), torch.tensor(g)
+        ours.step()
+        theirs.step()
+
+
 def two_groups(params):
     """Matrices in one group, the rest in another, each with its own lr and weight decay."""
     return [{"params": params[:1] + params[2:], "lr": 3e-2, "weight_decay": 0.1},
@@ -91,11 +101,7 @@ def test_adamw_matches_torch():
     ours = AdamW(two_groups(params), betas=(0.9, 0.99), eps=1e-6)
     theirs_params = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
     theirs = torch.optim.AdamW(two_groups(theirs_params), betas=(0.9, 0.99), eps=1e-6)
-    for step_grads in random_grads(params, steps=5):
-        for p, q, g in zip(params, theirs_params, step_grads):
-            p.grad, q.grad = g.copy(), torch.tensor(g)
-        ours.step()
-        theirs.step()
+    step_both(ours, theirs, params, theirs_params, steps=5)
     for p, q in zip(params, theirs_params):
         np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=0, atol=1e-12)
 
@@ -263,11 +269,7 @@ def test_sgd_matches_torch(settings):
     params = make_params()
     theirs_params = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
     ours, theirs = SGD(params, **settings), torch.optim.SGD(theirs_params, **settings)
-    for step_grads in random_grads(params, steps=3):
-        for p, q, g in zip(params, theirs_params, step_grads):
-            p.grad, q.grad = g.copy(), torch.tensor(g)
-        ours.step()
-        theirs.step()
+    step_both(ours, theirs, params, theirs_params, steps=3)
     for p, q in zip(params, theirs_params):
         np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=0, atol=1e-13)
 
