@@ -10,6 +10,8 @@ steps, --block timed steps) until each has --steps timed steps, so both see the 
 state in the steady state of a training loop; the table reports medians. Peak memory is
 measured in a fresh child process per side (see measure_memory). Both sides use the preset's
 model config and batch size, its dropout (or --dropout), and AdamW(lr=1e-3, weight_decay=0.01).
+The same blocks then time the step's matrix products alone, on each side (matmul_floor_ms): what
+is left of a step, the "rest" column, is everything that is not a matrix product.
 """
 import argparse
 import dataclasses
@@ -270,6 +272,65 @@ def flops_per_step(cfg, batch_size):
     return batch_size * T * (6 * n_matmul + 12 * L * T * C)
 
 
+def step_matmuls(cfg, batch_size):
+    """The matrix products of one training step as (batch, m, k, n): batch products of an
+    (m, k) and a (k, n) matrix. Their FLOPs, 2 * batch * m * k * n summed, are flops_per_step.
+
+    Each Linear (N = B*T rows, in -> out) is one forward product and two backward ones
+    (dx = gy W, dW = gy^T x); attention is q k^T and att v forward and four products backward
+    (d att, dv, dq, dk), over B * n_head heads of (T, hs).
+    """
+    B, T, C = batch_size, cfg["block_size"], cfg["n_embd"]
+    L, nh, V = cfg["n_layer"], cfg["n_head"], cfg["vocab_size"]
+    N, hs, bh = B * T, C // nh, B * nh
+    linears = [(C, 3 * C), (C, C), (C, 4 * C), (4 * C, C)] * L + [(C, V)]
+    shapes = []
+    for i, o in linears:
+        shapes += [(1, N, i, o), (1, N, o, i), (1, o, N, i)]
+    for _ in range(L):
+        shapes += [(bh, T, hs, T), (bh, T, T, hs)]                                    # forward
+        shapes += [(bh, T, hs, T), (bh, T, T, hs), (bh, T, T, hs), (bh, T, T, hs)]    # backward
+    return shapes
+
+
+def matmul_floor_ms(sides, shapes, device, pause, passes_per_side, block):
+    """Median ms per side to run just the step's matrix products, back to back, on contiguous
+    random float32 operands: a floor under that side's step, since everything else costs extra.
+    The sides alternate in blocks of `block` passes after a pause and an untimed pass, like the
+    steps, until each has `passes_per_side`. "tl" multiplies NumPy (or CuPy) arrays, the
+    arrays tensorlite's ops multiply; "torch" multiplies torch tensors."""
+    rng = np.random.default_rng(0)
+    runs = {}
+    for name in sides:
+        if name == "tl":
+            xp = np if device == "cpu" else __import__("cupy")
+            sync = (lambda: None) if device == "cpu" else xp.cuda.get_current_stream().synchronize
+            to_side = xp.asarray
+        else:
+            import torch
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            to_side = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+        operands = {}  # one pair per distinct shape: the layers repeat
+        for b, m, k, n in set(shapes):
+            lead = (b,) if b > 1 else ()
+            operands[b, m, k, n] = (to_side(rng.standard_normal((*lead, m, k), dtype=np.float32)),
+                                    to_side(rng.standard_normal((*lead, k, n), dtype=np.float32)))
+        pairs = [operands[shape] for shape in shapes]
+
+        def one_pass(pairs=pairs):
+            for a, b in pairs:
+                a @ b
+        runs[name] = (one_pass, sync)
+    times = {name: [] for name in runs}
+    while len(times["tl"]) < passes_per_side:
+        for name, (one_pass, sync) in runs.items():
+            time.sleep(pause)  # as in the step blocks: the other side's threads stop spinning
+            timed(one_pass, sync)
+            n = min(block, passes_per_side - len(times[name]))
+            times[name] += [timed(one_pass, sync) for _ in range(n)]
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
 def cpu_seconds():
     """(CPU seconds all processes used, CPU seconds that passed on all cores, CPU seconds this
     process used), from /proc/stat (Linux); None elsewhere. Two snapshots give other_cpu_percent."""
@@ -376,6 +437,8 @@ def main(args):
               "steps; the times are inflated", file=sys.stderr)
     losses = {name: float(step().item()) for name, (step, sync, _) in sides.items()}
     peak_gflops = max(peak_gflops, matmul_peak_gflops(args.device)[0])  # again: a busy moment lowers it
+    shapes = step_matmuls(cfg, batch_size)
+    floor = matmul_floor_ms(sides, shapes, args.device, args.pause, args.steps, args.block)
 
     res = {
         "device": args.device, "commit": git_commit(), "preset": args.preset,
@@ -387,6 +450,7 @@ def main(args):
         "blas": blas_info() if args.device == "cpu" else None,
         "numpy_version": np.__version__, "torch_version": torch.__version__ if torch is not None else None,
         "peak_gflops": peak_gflops, "peak_matmul_n": peak_n, "flops_per_step": flops,
+        "step_matmuls": len(shapes),
         "tl_params": sides["tl"][2].num_parameters(),
         "torch_params": sum(p.numel() for p in sides["torch"][2].parameters()) if torch is not None else None,
     }
@@ -396,6 +460,7 @@ def main(args):
         res[f"{name}_tokens_s"] = tokens / (ms / 1e3) if ms else None
         res[f"{name}_mfu"] = flops / (ms / 1e3) / (peak_gflops * 1e9) if ms else None
         res[f"{name}_loss"] = losses.get(name)
+        res[f"{name}_matmul_ms"] = floor.get(name)  # the step's matrix products alone
     res["mfu"] = res["tl_mfu"]
     res["speedup_vs_torch"] = res["torch_ms"] / res["tl_ms"] if res["torch_ms"] else None
 
@@ -447,17 +512,23 @@ def print_table(res, args):
           f"torch {fmt(res['torch_params'], ',')}  "
           f"median of {res['steps']} steps after {res['warmup']} warm-up, interleaved in blocks of "
           f"{res['block']} ({res['pause_s']} s pause and {res['block_warmup']} untimed steps before each)")
-    print(f"{'side':<12}{'ms/step':>10}{'tokens/s':>11}{'vs torch':>10}{'MFU':>8}{'peak MB':>10}"
-          f"{'gen tok/s':>11}{'loss':>8}")
+    print(f"{'side':<12}{'ms/step':>10}{'tokens/s':>11}{'vs torch':>10}{'MFU':>8}{'matmuls':>9}{'rest':>8}"
+          f"{'peak MB':>10}{'gen tok/s':>11}{'loss':>8}")
     for name, label in (("tl", "tensorlite"), ("torch", "torch")):
         if res[f"{name}_ms"] is None:
             print(f"{label:<12}{'(not run)':>10}")
             continue
         ratio = res["speedup_vs_torch"] if name == "tl" else 1.0 if res["torch_ms"] else None
+        matmuls = res[f"{name}_matmul_ms"]
+        rest = res[f"{name}_ms"] - matmuls if matmuls is not None else None
         print(f"{label:<12}{res[f'{name}_ms']:>10.2f}{res[f'{name}_tokens_s']:>11,.0f}{fmt(ratio, '.2f'):>10}"
-              f"{res[f'{name}_mfu']:>8.1%}{fmt(res[f'{name}_peak_mb'], '.1f'):>10}"
+              f"{res[f'{name}_mfu']:>8.1%}{fmt(matmuls, '.2f'):>9}{fmt(rest, '.2f'):>8}"
+              f"{fmt(res[f'{name}_peak_mb'], '.1f'):>10}"
               f"{fmt(res[f'{name}_gen_tok_s'], '.1f'):>11}{res[f'{name}_loss']:>8.3f}")
     print("vs torch = torch ms / side ms (>1: faster than torch). MFU = model FLOPs/step / time / matmul peak.")
+    print(f"matmuls = ms for the step's {res['step_matmuls']} matrix products alone, on contiguous operands: "
+          "a floor under ms/step. rest = ms/step - matmuls: element-wise ops, reductions, copies, "
+          "the engine, AdamW.")
     mem = "peak RSS (VmHWM) above RSS after setup, fresh process per side" if res["device"] == "cpu" else \
         "torch: max_memory_allocated; tensorlite: CuPy pool total_bytes (upper bound), above setup"
     traced = f"; tensorlite tracemalloc peak {res['tl_traced_peak_mb']:.1f} MB" if res.get("tl_traced_peak_mb") else ""

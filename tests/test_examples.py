@@ -2,6 +2,7 @@
 without a traceback, and short end-to-end runs (on the real Tiny Shakespeare when it is here).
 """
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -238,6 +239,24 @@ def test_bench_train_json_times_the_blocks_it_was_asked_for():
     assert 0 < res["mfu"] < 1 and res["tl_peak_mb"] > 0
     assert res["torch_ms"] is None and res["speedup_vs_torch"] is None  # --no-torch says so
     assert "timing the tensorlite side only" in proc.stderr
+    assert res["tl_matmul_ms"] > 0 and res["torch_matmul_ms"] is None and res["step_matmuls"] == 75
+
+
+def load_bench_train():
+    spec = importlib.util.spec_from_file_location("bench_train", REPO / "benchmarks" / "bench_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("preset", ["cpu", "lecture"])
+def test_bench_train_matmul_list_has_the_model_flops(preset):
+    """The matrix products the benchmark times alone are the ones its MFU counts: same FLOPs."""
+    bench = load_bench_train()
+    cfg, batch_size = bench.load_config(bench.parse_args(["--preset", preset]))
+    shapes = bench.step_matmuls(cfg, batch_size)
+    assert sum(2 * b * m * k * n for b, m, k, n in shapes) == bench.flops_per_step(cfg, batch_size)
+    assert len(shapes) == 3 * (4 * cfg["n_layer"] + 1) + 6 * cfg["n_layer"]  # 3 per Linear, 6 per attention
 
 
 @pytest.mark.parametrize("flag, value", [("--block", "0"), ("--steps", "0"), ("--block-warmup", "-1")])
