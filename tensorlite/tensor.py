@@ -402,7 +402,10 @@ class ScatterGrad:
     def dense(self):
         xp = get_array_module(self.value)
         out = xp.zeros(self.shape, dtype=self.dtype)
-        self.add_into(out)
+        if _is_basic_index(self.index):
+            out[self.index] = self.value       # into zeros: the same as adding, one read less
+        else:
+            self.add_into(out)
         return out
 
     def add_into(self, buf):
