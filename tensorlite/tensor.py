@@ -63,13 +63,12 @@ def _check_finite(fn, phase, arrays, inputs=()):
         if a is None or a.dtype.kind != "f":
             continue
         xp = get_array_module(a)
+        where = f" in the gradient of input {i}" if phase == "backward" else ""
         if bool(xp.isnan(a).any()):
-            raise FloatingPointError(f"{type(fn).__name__}.{phase} produced NaN"
-                                     + (f" in the gradient of input {i}" if phase == "backward" else ""))
+            raise FloatingPointError(f"{type(fn).__name__}.{phase} produced NaN{where}")
         if bool(xp.isinf(a).any()) and not fn.makes_inf and all(
                 bool(xp.isfinite(x).all()) for x in inputs if x.dtype.kind == "f"):
-            raise FloatingPointError(f"{type(fn).__name__}.{phase} produced Inf"
-                                     + (f" in the gradient of input {i}" if phase == "backward" else ""))
+            raise FloatingPointError(f"{type(fn).__name__}.{phase} produced Inf{where}")
 
 
 def sum_to(g, shape):
