@@ -213,6 +213,10 @@ class Tensor:
     def item(self):
         return self.data.item()
 
+    def __float__(self):
+        """float(t) for a one-element tensor, so float(norm) and math.isfinite(norm) work."""
+        return float(self.item())
+
     def tolist(self):
         return self.numpy().tolist()
 
