@@ -243,7 +243,7 @@ def install():
     if backend.cp is not m:   # CuPy not importable: backend holds None
         _installed.append((backend, "cp", backend.cp))
         backend.cp = m
-    backend._cuda_changed()
+    _forget(backend)
 
 
 def uninstall():
@@ -251,7 +251,14 @@ def uninstall():
     while _installed:
         mod, attr, value = _installed.pop()
         setattr(mod, attr, value)
-    backend._cuda_changed()
+    _forget(backend)
+
+
+def _forget(backend):
+    """Drop what tensorlite remembers about the array module it saw before."""
+    getattr(backend, "_cuda_changed", lambda: None)()
+    functional = sys.modules.get("tensorlite.functional")
+    getattr(functional, "_causal_bias", {}).clear()   # cached per xp.__name__, "cupy" for both
 
 
 def is_installed():
