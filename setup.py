@@ -11,9 +11,13 @@ setup(
     packages=find_packages(include=["tensorlite", "tensorlite.*", "gpt", "gpt.*"]),
     install_requires=["numpy>=1.24", "tqdm>=4.60"],
     extras_require={
-        "cuda12": ["cupy-cuda12x>=13"],
-        "cuda13": ["cupy-cuda13x>=13"],
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5"],  # matplotlib: the picture tests
+        # CuPy with its [ctk] extra (CuPy 14+): the CUDA runtime, NVRTC and cuBLAS come as
+        # wheels too, so a machine with only the NVIDIA driver can run device "cuda"
+        "cuda12": ["cupy-cuda12x[ctk]>=14"],
+        "cuda13": ["cupy-cuda13x[ctk]>=14"],
+        # matplotlib: the picture tests; cupy (imports without a GPU): the cuda path runs on
+        # tests/cupy_standin, which checks its names against the real package
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "cupy-cuda12x>=14"],
         "bench": ["torch"],
         "viz": ["matplotlib>=3.5"],
     },
