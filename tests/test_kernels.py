@@ -274,6 +274,24 @@ def kernel_id(key):
 REGISTERED = sorted(kernels.registered(), key=kernel_id)
 
 
+def test_every_kernel_class_is_registered_under_a_reference():
+    """No Function in tensorlite/kernels escapes the equality test below by not being registered."""
+    import importlib
+    import inspect
+    found = []
+    for name in ("cpu", "cuda"):
+        if importlib.util.find_spec(f"tensorlite.kernels.{name}") is None:
+            continue
+        module = importlib.import_module(f"tensorlite.kernels.{name}")
+        found += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                  if issubclass(c, tl.Function) and c.__module__ == module.__name__]
+    assert found
+    for impl in found:
+        reference = kernels.reference_of(impl)
+        assert reference is not None, f"{impl.__module__}.{impl.__name__} is not registered"
+        assert kernels._is_reference(reference)
+
+
 def test_the_cpu_kernels_are_registered():
     names = {kernel_id(k) for k in REGISTERED}
     assert {"GELU-cpu", "Softmax-cpu", "CausalSoftmax-cpu", "LogSoftmax-cpu", "CrossEntropy-cpu",
