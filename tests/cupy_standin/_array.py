@@ -449,9 +449,20 @@ class ufunc:
         counts.add("launches", self.name + ".reduceat")
         return out if out is not None else _wrap(result)
 
+    # what CuPy's scatter kernels take (cupy/_core/_routines_indexing.pyx, _scatter_op_single)
+    AT_DTYPES = {"add": "int32 float16 float32 float64 uint32 uint64",
+                 "subtract": "int32 uint32", "maximum": "int32 float32 float64 uint32 uint64",
+                 "minimum": "int32 float32 float64 uint32 uint64", "bitwise_and": "int32 int64 uint32 uint64",
+                 "bitwise_or": "int32 int64 uint32 uint64", "bitwise_xor": "int32 int64 uint32 uint64"}
+
     def at(self, a, indices, b=None):
         if not isinstance(a, ndarray):
             raise TypeError(f"cupy.ufunc.at: the first argument must be a cupy.ndarray, got {type(a)}")
+        if self.name not in self.AT_DTYPES:
+            raise NotImplementedError(f"cupy.{self.name}.at is not supported")
+        if a.dtype.name not in self.AT_DTYPES[self.name].split():
+            raise TypeError(f"cupy.{self.name}.at only supports {', '.join(self.AT_DTYPES[self.name].split())}, "
+                            "as data type")
         index, _ = _index(indices, views=False)
         if len(index) == 1:
             index = index[0]
