@@ -142,7 +142,7 @@ def gradcheck_gpt_on(device, model):
 
 
 def test_gradcheck_of_a_whole_gpt_on_cuda(cuda, mode):
-    model = tiny_gpt(vocab_size=5, block_size=4, n_embd=4)
+    model = tiny_gpt(vocab_size=5, block_size=4, n_embd=4, n_layer=1)
     rng = np.random.default_rng(0)
     for p in model.parameters():
         p.data[...] += rng.normal(0.0, 0.5, p.shape)
@@ -150,9 +150,13 @@ def test_gradcheck_of_a_whole_gpt_on_cuda(cuda, mode):
     assert gradcheck_gpt_on(cuda, model)
 
 
-def train_steps(device, steps=3, **overrides):
-    """Losses, gradient norms and final weights of a few AdamW steps, clipping at 0.5."""
-    model = tiny_gpt(**overrides).to(device=device)
+def train_steps(device, steps=3):
+    """Losses, gradient norms and final weights of a few AdamW steps, clipping at 0.5.
+
+    Without biases: the key bias's gradient is zero in exact arithmetic (softmax ignores a
+    constant added to a row of scores), so in float32 it is rounding noise, which AdamW
+    scales up to steps of size lr with a sign that differs from device to device."""
+    model = tiny_gpt(bias=False).to(device=device)
     opt = model.configure_optimizer(1e-2, 0.1)
     losses, norms = [], []
     for step in range(steps):
@@ -224,7 +228,7 @@ def test_an_id_out_of_range_on_cuda_raises_by_the_next_read(cuda, mode):
     bad[1, 3] = 11
     with pytest.raises(IndexError, match="11"):
         _, loss = model(bad, ids((2, 8)))
-        loss.item()
+        backend.item(loss)
 
 
 def test_profile_synchronizes_after_every_op_on_cuda(standin):
@@ -250,7 +254,7 @@ def test_profile_synchronizes_after_every_op_on_cuda(standin):
 LECTURE_SHAPED = dict(vocab_size=65, block_size=16, n_layer=6, n_head=6, n_embd=24, dropout=0.2)
 CEILINGS = {
     "reference": dict(launches=1677, syncs=5, h2d=8),
-    "fast": dict(launches=1677, syncs=5, h2d=8),
+    "fast": dict(launches=597, syncs=1, h2d=3),
 }
 
 

@@ -104,6 +104,12 @@ class ndarray:
         from ._cuda import Device
         return Device(0)
 
+    @property
+    def data(self):
+        """A MemoryPointer to the first element: the address emulated kernels read and write."""
+        from ._cuda import MemoryPointer
+        return MemoryPointer(self._a)
+
     def __len__(self):
         return len(self._a)
 
