@@ -222,6 +222,32 @@ def test_kv_cache_generation_on_cuda_equals_generation_without_it(cuda, mode):
     np.testing.assert_array_equal(on_gpu, on_cpu)
 
 
+def test_dropout_draws_the_same_mask_in_both_kernel_modes(standin):
+    """The fused CUDA kernel draws from the same (seed, counter) stream as the reference."""
+    import tensorlite.functional as F
+    x = tl.tensor(np.ones((64, 33), np.float32), device="cuda")
+    masks = []
+    for kernel_mode in MODES:
+        with tl.use_kernels(kernel_mode):
+            tl.manual_seed(4)
+            masks.append([F.dropout(x, p).numpy() for p in (0.3, 0.5)])
+    for reference, fast in zip(*masks):
+        np.testing.assert_array_equal(fast, reference)
+    assert 0.25 < (masks[0][0] == 0).mean() < 0.35
+
+
+def test_the_lecture_style_mask_is_made_once_on_the_device(standin):
+    model = tiny_gpt(fused_softmax=False).to(device="cuda")
+    model(ids((2, 8)), ids((2, 8), seed=1))
+    attn = model.transformer.h[0].attn
+    with cupy_standin.counting() as c:
+        for T in (8, 5):
+            mask = attn.future_mask(T, "cuda")
+            assert isinstance(mask, standin.ndarray) and mask.shape == (T, T)
+        assert c.snapshot() == dict(launches=0, syncs=0, h2d=0, d2h=0)
+    np.testing.assert_array_equal(standin.asnumpy(mask), np.triu(np.ones((5, 5), bool), k=1))
+
+
 def test_an_id_out_of_range_on_cuda_raises_by_the_next_read(cuda, mode):
     model = tiny_gpt().to(device=cuda)
     bad = ids((2, 8))
