@@ -564,7 +564,6 @@ def function(name, np_fn, real_fn):
         inputs = [a for a in _flatten(args) if isinstance(a, np.ndarray)] + \
                  [v for v in _flatten(kwargs.values()) if isinstance(v, np.ndarray)]
         return _result(out, name, inputs) if isinstance(out, (np.ndarray, np.generic, tuple, list)) else out
-    wrapper.__wrapped__ = None
     return wrapper
 
 
