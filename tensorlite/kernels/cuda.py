@@ -53,19 +53,24 @@ _INCLUDE = re.compile(r'^#include "([\w.]+)"[ \t]*$', re.M)
 
 def source(filename):
     """A .cu file's text with each #include "x.cuh" replaced by that header's text (once), so
-    the code given to NVRTC is self-contained and CuPy's compile cache sees every line."""
+    the code given to NVRTC is self-contained and CuPy's compile cache sees every line. #line
+    markers keep compiler messages pointing at the right file and line."""
     seen = set()
 
     def expand(name):
         with open(os.path.join(KERNEL_DIR, name), encoding="utf-8") as f:
-            text = f.read()
-
-        def include(m):
-            if m.group(1) in seen:
-                return ""
-            seen.add(m.group(1))
-            return expand(m.group(1))
-        return _INCLUDE.sub(include, text)
+            lines = f.read().split("\n")
+        out = [f'#line 1 "{name}"']
+        for number, line in enumerate(lines, 1):
+            m = _INCLUDE.match(line)
+            if m is None:
+                out.append(line)
+            elif m.group(1) not in seen:
+                seen.add(m.group(1))
+                out += [expand(m.group(1)), f'#line {number + 1} "{name}"']
+            else:
+                out.append("")
+        return "\n".join(out)
     return expand(filename)
 
 

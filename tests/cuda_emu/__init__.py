@@ -19,6 +19,7 @@ program, and copies the buffers back into the arrays; a sanitizer report raises 
 Compiled libraries are cached by a hash of everything that goes into them, in
 $TENSORLITE_EMU_CACHE or a directory under the system's temp dir.
 """
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,8 @@ HEADER = HERE / "cuda_emu.h"
 DRIVER = HERE / "driver.h"
 
 ORDERS = {"forward": 0, "reverse": 1, "shuffle": 2}
+_order = ("forward", 0)          # the block order of every module, unless one sets its own
+_modules = weakref.WeakSet()
 
 
 class EmulationError(RuntimeError):
@@ -328,6 +332,8 @@ class Module:
             sizes, ptrs = lib.emu_kernel_sizes(k), lib.emu_kernel_is_ptr(k)
             self.functions[name] = Function(self, k, name, [sizes[i] for i in range(n)],
                                             [bool(ptrs[i]) for i in range(n)])
+        self.set_block_order(*_order)
+        _modules.add(self)
 
     def get_function(self, name):
         try:
@@ -336,74 +342,66 @@ class Module:
             raise KeyError(f"no kernel named {name!r} (this module has {sorted(self.functions)})") from None
 
     def set_block_order(self, order="forward", seed=0):
-        """Run the blocks of later launches in this order: forward, reverse or shuffle."""
+        """Run the blocks of this module's later launches in this order: forward, reverse or
+        shuffle (seeded)."""
         self.lib.emu_set_block_order(ORDERS[order], seed)
 
 
-# ---- sanitizer builds: one program run per launch ---------------------------------------------
+def set_block_order(order="forward", seed=0):
+    """Run the blocks of every module's later launches, in this process, in this order
+    (forward, reverse or shuffle with a seed), including modules built later and those the
+    CuPy stand-in builds. Returns the previous (order, seed)."""
+    global _order
+    if order not in ORDERS:
+        raise ValueError(f"block order must be one of {sorted(ORDERS)}, not {order!r}")
+    previous, _order = _order, (order, int(seed))
+    for m in list(_modules):
+        m.set_block_order(order, seed)
+    return previous
+
+
+# ---- sanitizer builds: a program run per launch, or per batch of launches ---------------------
 
 class DriverFunction(_Kernel):
     def __call__(self, grid, block, args, shared_mem=0):
         g, b = _dims(grid, "grid"), _dims(block, "block")
         checked = self._check(args)
-        buffers, index_of = [], {}
-        parts = [b"EMU1", np.int32(self.index).tobytes(), bytes(g), bytes(b),
-                 np.uint64(int(shared_mem)).tobytes(), np.int32(self.module.order).tobytes(),
-                 np.uint64(self.module.seed).tobytes(), np.int32(self.nargs).tobytes()]
-        for kind, a in checked:
-            if kind == "val":
-                raw = a.tobytes()
-                parts += [b"\x02", np.uint64(len(raw)).tobytes(), raw]
-            elif a is None:
-                parts.append(b"\x00")
-            else:
-                arr = np.asarray(a) if not isinstance(a, np.ndarray) else a
-                if not arr.flags.c_contiguous:
-                    raise ValueError(f"{self.name}: the sanitizer driver takes C-contiguous arrays")
-                key = (arr.ctypes.data, arr.nbytes)
-                if key in index_of:
-                    parts += [b"\x03", np.uint64(index_of[key]).tobytes()]
-                    continue
-                for (p, n) in index_of:
-                    if p < key[0] + key[1] and key[0] < p + n:
-                        raise ValueError(f"{self.name}: overlapping (but not identical) arrays are "
-                                         "not supported by the sanitizer driver")
-                index_of[key] = len(buffers)
-                buffers.append(arr)
-                raw = arr.tobytes()
-                parts += [b"\x01", np.uint64(len(raw)).tobytes(), raw]
-        with tempfile.TemporaryDirectory() as d:
-            fin, fout = os.path.join(d, "in"), os.path.join(d, "out")
-            with open(fin, "wb") as f:
-                f.write(b"".join(parts))
-            env = dict(os.environ,
-                       TSAN_OPTIONS="halt_on_error=1 exitcode=66 report_signal_unsafe=0",
-                       ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=67")
-            proc = subprocess.run([self.module.path, fin, fout], capture_output=True, text=True,
-                                  env=env, timeout=600)
-            self.module.last_stderr = proc.stderr
-            if proc.returncode == 3:
-                raise EmulationError(proc.stderr.strip())
-            if proc.returncode != 0 or "WARNING: ThreadSanitizer" in proc.stderr \
-                    or "ERROR: AddressSanitizer" in proc.stderr:
-                raise SanitizerError(f"{self.name} under {self.module.sanitizer} sanitizer "
-                                     f"(exit {proc.returncode}):\n{proc.stderr}")
-            data = open(fout, "rb").read()
-        offset = 0
-        for arr in buffers:
-            n = arr.nbytes
-            if arr.flags.writeable:
-                arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, np.uint8, n, offset)
-            offset += n
+        self.module._queue(self.index, tuple(g), tuple(b), int(shared_mem), checked)
+
+
+class _Batch:
+    """Launches queued for one run of the driver program, and the arrays they touch."""
+
+    def __init__(self):
+        self.arrays, self.index_of, self.launches = [], {}, []
+
+    def buffer(self, a, name):
+        arr = a if isinstance(a, np.ndarray) else np.asarray(a)
+        if not arr.flags.c_contiguous:
+            raise ValueError(f"{name}: the sanitizer driver takes C-contiguous arrays")
+        key = (arr.ctypes.data, arr.nbytes)
+        if key in self.index_of:
+            return self.index_of[key]
+        for (p, n) in self.index_of:
+            if p < key[0] + key[1] and key[0] < p + n:
+                raise ValueError(f"{name}: overlapping (but not identical) arrays are not supported "
+                                 "by the sanitizer driver")
+        self.index_of[key] = len(self.arrays)
+        self.arrays.append(arr)
+        return self.index_of[key]
 
 
 class DriverModule:
-    """A sanitizer build: the same get_function interface; every launch runs the program."""
+    """A sanitizer build: the same get_function interface. Each launch runs the program once;
+    inside `with module.batch():` launches are queued and run together by one program run at
+    the end of the block (the arrays must not change on the host in between; results appear
+    when the block ends)."""
 
     def __init__(self, path, names, sanitizer):
         self.path, self.sanitizer = str(path), sanitizer
         self.order, self.seed = 0, 0
         self.last_stderr = ""
+        self._batch = None
         listing = subprocess.run([self.path, "--signatures"], capture_output=True, text=True,
                                  env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
         if listing.returncode != 0:
@@ -423,3 +421,71 @@ class DriverModule:
 
     def set_block_order(self, order="forward", seed=0):
         self.order, self.seed = ORDERS[order], seed
+
+    @contextlib.contextmanager
+    def batch(self):
+        if self._batch is not None:
+            raise RuntimeError("batches do not nest")
+        self._batch = _Batch()
+        try:
+            yield self
+            batch = self._batch
+        finally:
+            self._batch = None
+        self._run(batch)
+
+    def _queue(self, index, grid, block, shared_mem, checked):
+        batch = self._batch or _Batch()
+        name = self.functions and list(self.functions)[index]
+        args = []
+        for kind, a in checked:
+            if kind == "val":
+                args.append(("val", a.tobytes()))
+            elif a is None:
+                args.append(("null", None))
+            else:
+                args.append(("buf", batch.buffer(a, name)))
+        batch.launches.append((index, grid, block, shared_mem, self.order, self.seed, args))
+        if self._batch is None:
+            self._run(batch)
+
+    def _run(self, batch):
+        parts = [b"EMU2", np.uint64(len(batch.arrays)).tobytes()]
+        for arr in batch.arrays:
+            parts += [np.uint64(arr.nbytes).tobytes(), arr.tobytes()]
+        parts.append(np.int32(len(batch.launches)).tobytes())
+        for index, grid, block, shared_mem, order, seed, args in batch.launches:
+            parts += [np.int32(index).tobytes(), np.array(grid, np.uint32).tobytes(),
+                      np.array(block, np.uint32).tobytes(), np.uint64(shared_mem).tobytes(),
+                      np.int32(order).tobytes(), np.uint64(seed).tobytes(), np.int32(len(args)).tobytes()]
+            for kind, v in args:
+                if kind == "null":
+                    parts.append(b"\x00")
+                elif kind == "buf":
+                    parts += [b"\x01", np.uint64(v).tobytes()]
+                else:
+                    parts += [b"\x02", np.uint64(len(v)).tobytes(), v]
+        with tempfile.TemporaryDirectory() as d:
+            fin, fout = os.path.join(d, "in"), os.path.join(d, "out")
+            with open(fin, "wb") as f:
+                f.write(b"".join(parts))
+            env = dict(os.environ,
+                       TSAN_OPTIONS="halt_on_error=1 exitcode=66 report_signal_unsafe=0",
+                       ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=67")
+            proc = subprocess.run([self.path, fin, fout], capture_output=True, text=True, env=env, timeout=600)
+            self.last_stderr = proc.stderr
+            names = list(self.functions)
+            launched = ", ".join(names[launch[0]] for launch in batch.launches)
+            if proc.returncode == 3:
+                raise EmulationError(proc.stderr.strip())
+            if proc.returncode != 0 or "WARNING: ThreadSanitizer" in proc.stderr \
+                    or "ERROR: AddressSanitizer" in proc.stderr:
+                raise SanitizerError(f"{launched} under the {self.sanitizer} sanitizer "
+                                     f"(exit {proc.returncode}):\n{proc.stderr}")
+            data = open(fout, "rb").read()
+        offset = 0
+        for arr in batch.arrays:
+            n = arr.nbytes
+            if arr.flags.writeable:
+                arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, np.uint8, n, offset)
+            offset += n

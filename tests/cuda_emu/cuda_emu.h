@@ -89,6 +89,13 @@ constexpr unsigned kMaxThreads = 1024;
 struct Barrier {
     int arrived = 0;          // threads waiting at it now
     unsigned gen = 0;         // bumped when it releases
+#ifdef EMU_THREADS
+    std::condition_variable cv;   // its waiters sleep here: a release wakes only them
+#endif
+    void reset() {
+        arrived = 0;
+        gen = 0;
+    }
 };
 
 struct Warp {
@@ -123,7 +130,6 @@ struct Block {
     Thread threads[kMaxThreads];
 #ifdef EMU_THREADS
     std::mutex mu;
-    std::condition_variable cv;
 #endif
 };
 
@@ -153,10 +159,11 @@ struct Lock {
     std::unique_lock<std::mutex> lk;
     Lock() : lk(g_block->mu) {}
 };
-inline void notify(Lock&) { g_block->cv.notify_all(); }
+inline void wake(Barrier& bar) { bar.cv.notify_all(); }
+inline void notify(Lock&);    // wake every waiter (an abort): below, once Block is complete
 // Wait (lock held) until pred() holds; an aborted launch unwinds the kernel with Abort.
-template <class Pred> inline void wait_until(Lock& l, Pred pred) {
-    g_block->cv.wait(l.lk, [&] { return pred() || g_block->aborted; });
+template <class Pred> inline void wait_until(Lock& l, Barrier& bar, Pred pred) {
+    bar.cv.wait(l.lk, [&] { return pred() || g_block->aborted; });
     if (!pred() && g_block->aborted) throw Abort{};
 }
 [[noreturn]] inline void leave_aborted(Lock&) { throw Abort{}; }
@@ -166,6 +173,7 @@ template <class Pred> inline void wait_until(Lock& l, Pred pred) {
 inline void* g_main_sp = nullptr;
 struct Lock {};
 inline void notify(Lock&) {}
+inline void wake(Barrier&) {}
 
 #if defined(__x86_64__)
 extern "C" void emu_ctx_switch(void** save_sp, void* next_sp);
@@ -292,7 +300,7 @@ inline void yield() {
     __builtin_unreachable();
 }
 
-template <class Pred> inline void wait_until(Lock&, Pred pred) {
+template <class Pred> inline void wait_until(Lock&, Barrier&, Pred pred) {
     while (!pred()) {
         if (g_block->aborted) to_main();
         yield();
@@ -334,7 +342,16 @@ inline void release(Barrier& bar, int waiters) {
     g_block->waiting -= waiters;
     bar.arrived = 0;
     bar.gen++;
+    wake(bar);
 }
+
+#ifdef EMU_THREADS
+inline void notify(Lock&) {
+    Block* b = g_block;
+    b->bar.cv.notify_all();
+    for (int w = 0; w < (b->n + kWarp - 1) / kWarp; ++w) b->warps[w].bar.cv.notify_all();
+}
+#endif
 
 // ---- __syncthreads --------------------------------------------------------------------------
 inline void syncthreads() {
@@ -345,12 +362,11 @@ inline void syncthreads() {
     unsigned gen = bar.gen;
     if (++bar.arrived == b->live) {
         release(bar, bar.arrived - 1);
-        notify(l);
         return;
     }
     b->waiting++;
     check_deadlock(l);
-    wait_until(l, [&] { return bar.gen != gen; });
+    wait_until(l, bar, [&] { return bar.gen != gen; });
 }
 
 // ---- warp exchange --------------------------------------------------------------------------
@@ -382,12 +398,11 @@ inline int exchange(Lock& l, unsigned mask, int op, unsigned long long bits, con
     if (static_cast<unsigned>(++w.bar.arrived) == expected_lanes(w)) {
         w.wrote[p ^ 1] = 0;  // the next exchange's slots; every reader of them is done
         release(w.bar, w.bar.arrived - 1);
-        notify(l);
         return p;
     }
     b->waiting++;
     check_deadlock(l);
-    wait_until(l, [&] { return w.bar.gen != gen; });
+    wait_until(l, w.bar, [&] { return w.bar.gen != gen; });
     return p;
 }
 
@@ -462,17 +477,11 @@ inline void thread_exit(Lock& l) {
     b->live--;
     Warp& w = b->warps[t->warp];
     w.live &= ~(1u << t->lane);
-    bool released = false;
-    if (b->bar.arrived > 0 && b->bar.arrived == b->live) {
-        release(b->bar, b->bar.arrived);
-        released = true;
-    }
+    if (b->bar.arrived > 0 && b->bar.arrived == b->live) release(b->bar, b->bar.arrived);
     if (w.bar.arrived > 0 && static_cast<unsigned>(w.bar.arrived) == expected_lanes(w)) {
         w.wrote[(w.bar.gen & 1u) ^ 1u] = 0;
         release(w.bar, w.bar.arrived);
-        released = true;
     }
-    if (released) notify(l);
     if (!b->aborted && b->live > 0 && b->waiting == b->live) {
         set_error("deadlock: the remaining %d threads wait (%d of them at __syncthreads) for threads "
                   "that have exited", b->live, b->bar.arrived);
@@ -539,10 +548,10 @@ inline void start_block(Block* b, unsigned long long lin) {
     b->bid.z = static_cast<unsigned>(lin / (static_cast<unsigned long long>(b->gdim.x) * b->gdim.y));
     b->live = b->n;
     b->waiting = 0;
-    b->bar = Barrier{};
+    b->bar.reset();
     for (int w = 0; w < (b->n + kWarp - 1) / kWarp; ++w) {
         Warp& wp = b->warps[w];
-        wp.bar = Barrier{};
+        wp.bar.reset();
         wp.mask = 0;
         wp.op = 0;
         wp.wrote[0] = wp.wrote[1] = 0;
@@ -563,21 +572,110 @@ inline void start_block(Block* b, unsigned long long lin) {
 }
 
 #ifdef EMU_THREADS
-inline void run_block(Block* b) {
-    std::vector<std::thread> pool;
-    pool.reserve(static_cast<size_t>(b->n));
-    for (int i = 0; i < b->n; ++i) {
-        pool.emplace_back([b, i] {
-            g_thread = &b->threads[i];
-            try {
-                b->thunk(b->args);
-            } catch (Abort&) {
-            }
+// A barrier over the threads of a launch (all of them take part: none exits early).
+struct LaunchBarrier {
+    std::mutex mu;
+    std::condition_variable cv;
+    int n = 0, arrived = 0;
+    unsigned gen = 0;
+    void wait() {
+        std::unique_lock<std::mutex> lk(mu);
+        unsigned g = gen;
+        if (++arrived == n) {
+            arrived = 0;
+            gen++;
+            cv.notify_all();
+        } else {
+            cv.wait(lk, [&] { return gen != g; });
+        }
+    }
+};
+
+// OS threads for the CUDA threads, created once per process (as many as the largest block
+// so far: creating a thread costs ~2 ms under ThreadSanitizer) and handed one launch at a
+// time. Thread i of a launch plays CUDA thread i of every block in turn.
+struct Pool {
+    std::mutex mu;
+    std::condition_variable work_cv, done_cv;
+    std::vector<std::thread> threads;
+    unsigned long long job = 0;
+    int active = 0, done = 0;
+    bool stop = false;
+    void (*work)(void*, int) = nullptr;
+    void* ctx = nullptr;
+
+    void loop(int i) {
+        unsigned long long seen = 0;
+        std::unique_lock<std::mutex> lk(mu);
+        for (;;) {
+            work_cv.wait(lk, [&] { return stop || (job != seen && i < active); });
+            if (stop) return;
+            seen = job;
+            lk.unlock();
+            work(ctx, i);
+            lk.lock();
+            if (++done == active) done_cv.notify_all();
+        }
+    }
+    void run(int n, void (*fn)(void*, int), void* c) {
+        std::unique_lock<std::mutex> lk(mu);
+        while (static_cast<int>(threads.size()) < n) {
+            int i = static_cast<int>(threads.size());
+            threads.emplace_back([this, i] { loop(i); });
+        }
+        work = fn;
+        ctx = c;
+        active = n;
+        done = 0;
+        job++;
+        work_cv.notify_all();
+        done_cv.wait(lk, [&] { return done == active; });
+    }
+    ~Pool() {
+        {
+            std::lock_guard<std::mutex> lk(mu);
+            stop = true;
+        }
+        work_cv.notify_all();
+        for (auto& t : threads) t.join();
+    }
+};
+inline Pool g_pool;
+
+struct BlocksJob {
+    Block* b;
+    const unsigned long long* lins;
+    unsigned long long nblocks;
+    LaunchBarrier barrier;
+};
+
+// The blocks one after another, meeting at a barrier before and after each (thread 0 sets up
+// the next block in between), so a block sees the previous one's writes, as on a GPU.
+inline void run_blocks_on(void* ctx, int i) {
+    BlocksJob& job = *static_cast<BlocksJob*>(ctx);
+    Block* b = job.b;
+    g_thread = &b->threads[i];
+    for (unsigned long long k = 0; k < job.nblocks; ++k) {
+        if (i == 0) start_block(b, job.lins[k]);
+        job.barrier.wait();
+        try {
+            b->thunk(b->args);
+        } catch (Abort&) {
+        }
+        {
             Lock l;
             thread_exit(l);
-        });
+        }
+        job.barrier.wait();
+        if (b->aborted) break;                   // every thread reads it after the barrier
     }
-    for (auto& th : pool) th.join();
+    g_thread = nullptr;
+}
+
+inline void run_blocks(Block* b, const unsigned long long* lins, unsigned long long nblocks) {
+    BlocksJob job{b, lins, nblocks, {}};
+    job.barrier.n = b->n;
+    g_pool.run(b->n, &run_blocks_on, &job);
 }
 #else
 inline void run_block(Block* b) {
@@ -619,26 +717,27 @@ inline int launch(int k, const unsigned grid[3], const unsigned block[3], size_t
     g_block = b;
 
     unsigned long long nblocks = 1ull * grid[0] * grid[1] * grid[2];
-    unsigned long long* order = nullptr;
+    unsigned long long* order = static_cast<unsigned long long*>(std::malloc(nblocks * sizeof *order));
+    for (unsigned long long i = 0; i < nblocks; ++i) order[i] = g_order == 1 ? nblocks - 1 - i : i;
     if (g_order == 2) {
-        order = static_cast<unsigned long long*>(std::malloc(nblocks * sizeof *order));
-        for (unsigned long long i = 0; i < nblocks; ++i) order[i] = i;
         unsigned long long s = g_order_seed;
         for (unsigned long long i = nblocks; i > 1; --i) {
             unsigned long long j = splitmix(s) % i;
             unsigned long long tmp = order[i - 1]; order[i - 1] = order[j]; order[j] = tmp;
         }
     }
-    int rc = 0;
-    for (unsigned long long i = 0; i < nblocks; ++i) {
-        unsigned long long lin = g_order == 0 ? i : g_order == 1 ? nblocks - 1 - i : order[i];
-        start_block(b, lin);
+#ifdef EMU_THREADS
+    run_blocks(b, order, nblocks);
+#else
+    for (unsigned long long i = 0; i < nblocks && !b->aborted; ++i) {
+        start_block(b, order[i]);
         run_block(b);
-        if (b->aborted) {
-            snprintf(err, errlen, "%s: %s", g_kernels[k].name, b->error);
-            rc = 1;
-            break;
-        }
+    }
+#endif
+    int rc = 0;
+    if (b->aborted) {
+        snprintf(err, errlen, "%s: %s", g_kernels[k].name, b->error);
+        rc = 1;
     }
     std::free(order);
     std::free(b->dyn);

@@ -1,13 +1,15 @@
 // A standalone program around one kernel source, for the sanitizer builds (a TSan or ASan
-// library loaded into Python can crash). tests/cuda_emu/__init__.py writes one launch to a file:
+// library loaded into Python can crash). tests/cuda_emu/__init__.py writes a batch of launches
+// to a file:
 //
-//   "EMU1", kernel index, grid[3], block[3], shared_mem, block order, order seed, nargs,
-//   then per argument: kind (0 null pointer, 1 new buffer, 2 value, 3 the same buffer as an
-//   earlier argument), and its size, index or bytes.
+//   "EMU2", number of buffers, each buffer's size and bytes, number of launches, then per
+//   launch: kernel index, grid[3], block[3], shared_mem, block order, order seed, nargs, and per
+//   argument its kind (0 null pointer, 1 a buffer: its index, 2 a value: its size and bytes).
 //
 // Every buffer gets its own malloc of exactly its size, so AddressSanitizer sees a read or
-// write one element past an array. After the launch the buffers are written, in order, to the
-// output file; a launch error goes to stderr with exit status 3.
+// write one element past an array. After the launches the buffers are written, in order, to
+// the output file; a launch error goes to stderr with exit status 3.
+#include <chrono>
 #include <vector>
 
 namespace emu_driver {
@@ -43,58 +45,68 @@ int main(int argc, char** argv) {
     FILE* in = std::fopen(argv[1], "rb");
     if (!in) { std::perror(argv[1]); return 2; }
     char magic[4];
-    if (std::fread(magic, 1, 4, in) != 4 || std::memcmp(magic, "EMU1", 4) != 0) {
+    if (std::fread(magic, 1, 4, in) != 4 || std::memcmp(magic, "EMU2", 4) != 0) {
         std::fprintf(stderr, "cuda_emu driver: not a launch file\n");
         return 2;
     }
-    int k = get<int>(in);
-    unsigned grid[3], block[3];
-    for (auto& g : grid) g = get<unsigned>(in);
-    for (auto& b : block) b = get<unsigned>(in);
-    unsigned long long shmem = get<unsigned long long>(in);
-    int order = get<int>(in);
-    unsigned long long seed = get<unsigned long long>(in);
-    int nargs = get<int>(in);
-    std::vector<void*> buffers;
-    std::vector<unsigned long long> sizes;
-    std::vector<unsigned long long> values(static_cast<size_t>(nargs) * 2, 0);   // 16 bytes each
-    std::vector<void*> args(static_cast<size_t>(nargs));
-    for (int i = 0; i < nargs; ++i) {
-        unsigned char kind = get<unsigned char>(in);
-        void** slot = reinterpret_cast<void**>(&values[2 * i]);
-        if (kind == 0) {
-            *slot = nullptr;
-        } else if (kind == 1) {
-            unsigned long long n = get<unsigned long long>(in);
-            void* p = std::malloc(n ? n : 1);
-            if (n && std::fread(p, 1, n, in) != n) { std::fprintf(stderr, "truncated buffer\n"); return 2; }
-            buffers.push_back(p);
-            sizes.push_back(n);
-            *slot = p;
-        } else if (kind == 3) {
-            unsigned long long j = get<unsigned long long>(in);
-            *slot = buffers.at(j);
-        } else {
-            unsigned long long n = get<unsigned long long>(in);
-            if (n > 16 || std::fread(&values[2 * i], 1, n, in) != n) { std::fprintf(stderr, "bad value\n"); return 2; }
+    unsigned long long nbuf = get<unsigned long long>(in);
+    std::vector<void*> buffers(nbuf);
+    std::vector<unsigned long long> sizes(nbuf);
+    for (unsigned long long i = 0; i < nbuf; ++i) {
+        sizes[i] = get<unsigned long long>(in);
+        buffers[i] = std::malloc(sizes[i] ? sizes[i] : 1);
+        if (sizes[i] && std::fread(buffers[i], 1, sizes[i], in) != sizes[i]) {
+            std::fprintf(stderr, "cuda_emu driver: truncated buffer\n");
+            return 2;
         }
-        args[i] = &values[2 * i];
+    }
+    int nlaunch = get<int>(in);
+    for (int launch = 0; launch < nlaunch; ++launch) {
+        int k = get<int>(in);
+        unsigned grid[3], block[3];
+        for (auto& g : grid) g = get<unsigned>(in);
+        for (auto& b : block) b = get<unsigned>(in);
+        unsigned long long shmem = get<unsigned long long>(in);
+        int order = get<int>(in);
+        unsigned long long seed = get<unsigned long long>(in);
+        int nargs = get<int>(in);
+        std::vector<unsigned long long> values(static_cast<size_t>(nargs) * 2 + 2, 0);   // 16 bytes each
+        std::vector<void*> args(static_cast<size_t>(nargs) + 1);
+        for (int i = 0; i < nargs; ++i) {
+            unsigned char kind = get<unsigned char>(in);
+            void** slot = reinterpret_cast<void**>(&values[2 * i]);
+            if (kind == 0) {
+                *slot = nullptr;
+            } else if (kind == 1) {
+                *slot = buffers.at(get<unsigned long long>(in));
+            } else {
+                unsigned long long n = get<unsigned long long>(in);
+                if (n > 16 || std::fread(&values[2 * i], 1, n, in) != n) {
+                    std::fprintf(stderr, "cuda_emu driver: bad value\n");
+                    return 2;
+                }
+            }
+            args[i] = &values[2 * i];
+        }
+        if (k < 0 || k >= ::emu::g_nkernels || ::emu::g_kernels[k].nargs != nargs) {
+            std::fprintf(stderr, "cuda_emu driver: kernel %d with %d arguments does not exist\n", k, nargs);
+            return 2;
+        }
+        emu_set_block_order(order, seed);
+        char err[1024] = {0};
+        auto t0 = std::chrono::steady_clock::now();
+        if (emu_launch(k, grid, block, shmem, args.data(), err, sizeof err)) {
+            std::fprintf(stderr, "launch %d: %s\n", launch, err);
+            return 3;
+        }
+        if (std::getenv("EMU_TIMING"))   // per-launch times, for tuning the sanitizer tests
+            std::fprintf(stderr, "cuda_emu timing: %s %.3f s\n", ::emu::g_kernels[k].name,
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::fclose(in);
-    if (k < 0 || k >= ::emu::g_nkernels || ::emu::g_kernels[k].nargs != nargs) {
-        std::fprintf(stderr, "cuda_emu driver: kernel %d with %d arguments does not exist\n", k, nargs);
-        return 2;
-    }
-    emu_set_block_order(order, seed);
-    char err[1024] = {0};
-    int rc = emu_launch(k, grid, block, shmem, args.data(), err, sizeof err);
-    if (rc) {
-        std::fprintf(stderr, "%s\n", err);
-        return 3;
-    }
     FILE* out = std::fopen(argv[2], "wb");
     if (!out) { std::perror(argv[2]); return 2; }
-    for (size_t i = 0; i < buffers.size(); ++i) {
+    for (unsigned long long i = 0; i < nbuf; ++i) {
         if (sizes[i] && std::fwrite(buffers[i], 1, sizes[i], out) != sizes[i]) { std::perror("write"); return 2; }
         std::free(buffers[i]);
     }
