@@ -7,6 +7,8 @@ so the same op code runs on both. The cuda device also gets, from here:
 - deferred checks: errors found on the device (an id out of range) raise at the next host
   synchronisation the program makes anyway (defer_check, flush_checks, item);
 - a counter-based dropout generator whose state is two integers, so a checkpoint restores it.
+Device memory comes from CuPy's default memory pool, which keeps freed blocks for the next
+step's arrays (as PyTorch's caching allocator does); nothing here returns them to the driver.
 """
 import atexit
 import os

@@ -144,7 +144,7 @@ class GELU(Function):
     """
     def forward(self, x):
         xp = get_array_module(x)
-        u = GELU_C * (x + 0.044715 * x ** 3)
+        u = GELU_C * (x + 0.044715 * x * x * x)      # x * x * x: NumPy's x ** 3 is a slow pow()
         s = 0.5 * (1 + xp.tanh(u))
         self.x, self.s = x, s                        # saved: dx needs x and s
         return x * s
@@ -340,7 +340,7 @@ class Linear(Function):
         gy2 = gy.reshape(-1, gy.shape[-1])               # (N, out)
         gx = (gy2 @ self.w).reshape(*gy.shape[:-1], self.w.shape[1])
         gw = gy2.T @ self.x2                             # (out, in)
-        gb = gy2.sum(axis=0) if self.has_bias else None    # (out,)
+        gb = gy2.sum(axis=0) if self.has_bias else None  # (out,)
         return gx, gw, gb
 
 
@@ -376,10 +376,9 @@ class CausalSoftmax(Function):
         if x.ndim < 2 or x.shape[-2] != T:
             raise ValueError(f"causal_softmax needs square (..., T, T) scores, got {tuple(x.shape)}")
         scale = float(scale)                          # a NumPy float64 scale would promote z
-        future = xp.triu(xp.ones((T, T), dtype=bool), k=1)          # (T, T) column > row
-        z = x * scale
-        z[..., future] = -xp.inf                      # the diagonal stays: every row has a max
-        e = xp.exp(z - z.max(axis=-1, keepdims=True))
+        future = xp.triu(xp.ones((T, T), dtype=bool), k=1)            # (T, T) column > row
+        z = xp.where(future, xp.asarray(-xp.inf, dtype=x.dtype), x * scale)  # (..., T, T)
+        e = xp.exp(z - z.max(axis=-1, keepdims=True))  # the diagonal is never masked: max is finite
         y = e / e.sum(axis=-1, keepdims=True)
         self.y, self.scale = y, scale                 # softmax's backward needs y; then * scale
         return y

@@ -16,7 +16,7 @@ reference it speeds up and is tested equal to it (tests/test_kernels.py).
 Ops choose in one place: `Function.apply` looks the op's class up for the inputs' device in
 `_active` (one dict lookup per op), which holds the registered kernels in "fast" mode and is
 empty in "reference" mode. The optimizer's non-Function references (optim.adamw_update,
-optim.grad_norm_squares) go through resolve() the same way.
+optim.grad_norm) go through resolve() the same way.
 """
 import os
 

@@ -168,7 +168,7 @@ def module():
     for n in ("getDeviceCount", "deviceSynchronize", "getDevice", "runtimeGetVersion", "driverGetVersion"):
         setattr(runtime, n, getattr(_cuda._Runtime, n))
     m.cuda = _submodule("cupy.cuda", runtime=runtime, Device=_cuda.Device, Stream=_cuda.Stream,
-                        Event=_cuda.Event, MemoryPool=_cuda.MemoryPool,
+                        Event=_cuda.Event, MemoryPool=_cuda.MemoryPool, MemoryPointer=_cuda.MemoryPointer,
                         get_current_stream=_cuda.get_current_stream,
                         get_elapsed_time=_cuda.get_elapsed_time, is_available=_cuda.is_available)
     m.random = _random_module()

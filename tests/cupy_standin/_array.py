@@ -104,6 +104,12 @@ class ndarray:
         from ._cuda import Device
         return Device(0)
 
+    @property
+    def data(self):
+        """A MemoryPointer to the first element: the address emulated kernels read and write."""
+        from ._cuda import MemoryPointer
+        return MemoryPointer(self._a)
+
     def __len__(self):
         return len(self._a)
 
@@ -449,9 +455,20 @@ class ufunc:
         counts.add("launches", self.name + ".reduceat")
         return out if out is not None else _wrap(result)
 
+    # what CuPy's scatter kernels take (cupy/_core/_routines_indexing.pyx, _scatter_op_single)
+    AT_DTYPES = {"add": "int32 float16 float32 float64 uint32 uint64",
+                 "subtract": "int32 uint32", "maximum": "int32 float32 float64 uint32 uint64",
+                 "minimum": "int32 float32 float64 uint32 uint64", "bitwise_and": "int32 int64 uint32 uint64",
+                 "bitwise_or": "int32 int64 uint32 uint64", "bitwise_xor": "int32 int64 uint32 uint64"}
+
     def at(self, a, indices, b=None):
         if not isinstance(a, ndarray):
             raise TypeError(f"cupy.ufunc.at: the first argument must be a cupy.ndarray, got {type(a)}")
+        if self.name not in self.AT_DTYPES:
+            raise NotImplementedError(f"cupy.{self.name}.at is not supported")
+        if a.dtype.name not in self.AT_DTYPES[self.name].split():
+            raise TypeError(f"cupy.{self.name}.at only supports {', '.join(self.AT_DTYPES[self.name].split())}, "
+                            "as data type")
         index, _ = _index(indices, views=False)
         if len(index) == 1:
             index = index[0]
@@ -547,7 +564,6 @@ def function(name, np_fn, real_fn):
         inputs = [a for a in _flatten(args) if isinstance(a, np.ndarray)] + \
                  [v for v in _flatten(kwargs.values()) if isinstance(v, np.ndarray)]
         return _result(out, name, inputs) if isinstance(out, (np.ndarray, np.generic, tuple, list)) else out
-    wrapper.__wrapped__ = None
     return wrapper
 
 

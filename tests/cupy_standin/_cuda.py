@@ -131,6 +131,20 @@ def get_elapsed_time(start_event, end_event):
     return 0.0
 
 
+class MemoryPointer:
+    """cupy.cuda.MemoryPointer of a stand-in array: `ptr` is the address of its first element
+    (host memory here, which the emulated kernels run in)."""
+
+    def __init__(self, array):
+        self._array = array          # keeps the memory alive while the pointer is held
+        self.ptr = array.ctypes.data
+        self.device_id = 0
+        self.size = array.nbytes
+
+    def __int__(self):
+        return self.ptr
+
+
 class MemoryPool:
     """cupy's default pool, as far as its bookkeeping goes (the stand-in allocates with NumPy)."""
 
@@ -178,14 +192,24 @@ def _emulated_module(code, options):
 
 
 def _kernel_arg(a):
+    """A RawKernel argument as cupy/cuda/function.pyx (_pointer) passes it."""
+    if a is None:
+        return None                      # a null pointer
     if isinstance(a, ndarray):
-        return a._a
+        return a._a                      # its first element's address; strides ignored
+    if isinstance(a, MemoryPointer):
+        return a._array
     if isinstance(a, np.ndarray):
-        raise unsupported(a)
+        if a.size == 1:
+            return a.reshape(-1)[0]      # a one-element host array is passed by value
+        raise TypeError(f"You are trying to pass a numpy.ndarray of shape {a.shape} as a kernel "
+                        "parameter. Only numpy.ndarrays of size one can be passed by value. If you "
+                        "meant to pass a pointer to __global__ function, you need to pass a "
+                        "cupy.ndarray instead.")
     if isinstance(a, bool):
         return np.bool_(a)
     if isinstance(a, int):
-        return np.int64(a)      # CuPy passes a Python int as a 64-bit integer
+        return np.int64(a)               # CuPy passes a Python int as a 64-bit integer
     if isinstance(a, float):
         return np.float64(a)
     if isinstance(a, np.generic):
@@ -194,7 +218,8 @@ def _kernel_arg(a):
 
 
 def _dims(d, limits, what):
-    d = (d,) if isinstance(d, int) else tuple(d)
+    if not isinstance(d, tuple) or not 1 <= len(d) <= 3:
+        raise TypeError(f"{what} must be a tuple of 1 to 3 ints, got {d!r}")
     if not 1 <= len(d) <= 3:
         raise ValueError(f"{what} must have 1 to 3 dimensions, got {d}")
     d = d + (1,) * (3 - len(d))
