@@ -7,7 +7,6 @@ The stand-in checks every kernel argument's size against the kernel's parameter,
 argument type in a launcher fails here.
 """
 import shutil
-import types
 
 import numpy as np
 import pytest
@@ -28,39 +27,11 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol
 dtype_ids = pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 
 
-def _cupy_pointer_semantics():
-    """CuPy passes None as a null pointer (cupy/cuda/function.pyx, _pointer) and gives every
-    ndarray a .data MemoryPointer with .ptr; where the stand-in lacks them, add them here."""
-    from cupy_standin import _cuda
-    from cupy_standin._array import ndarray
-    undo = []
-    if not getattr(_cuda._kernel_arg, "passes_none", False):
-        try:
-            _cuda._kernel_arg(None)
-        except TypeError:
-            original = _cuda._kernel_arg
-
-            def kernel_arg(a):
-                return None if a is None else original(a)
-            kernel_arg.passes_none = True
-            _cuda._kernel_arg = kernel_arg
-            undo.append(lambda: setattr(_cuda, "_kernel_arg", original))
-    if "data" not in dir(ndarray):
-        ndarray.data = property(lambda self: types.SimpleNamespace(ptr=self._a.ctypes.data))
-        undo.append(lambda: delattr(ndarray, "data"))
-    return undo
-
-
 @pytest.fixture
 def cp():
-    undo = _cupy_pointer_semantics()
-    try:
-        with cupy_standin.installed() as module:
-            yield module
-            backend.flush_checks()
-    finally:
-        for u in undo:
-            u()
+    with cupy_standin.installed() as module:
+        yield module
+        backend.flush_checks()
 
 
 def randn(rng, dtype, *shape, scale=1.0):
