@@ -146,12 +146,16 @@ def test_dropout_keeps_what_the_reference_keeps(cp, dtype):
     assert 0.15 < (y1 == 0).mean() < 0.35
 
 
-def test_dropout_with_a_given_mask_runs_the_reference(cp):
-    x = cp.ones(4, dtype=np.float32)
+def test_dropout_applies_a_given_mask_as_the_reference_does(cp):
+    x = cp.asarray(np.array([1, -2, 3, -4], np.float32))
     mask = cp.asarray(np.array([0, 2, 2, 0], np.float32))
-    assert not cuda.Dropout.supports(x, p=0.5, mask=mask)
-    t = tl.tensor(backend.as_numpy(x), device="cuda")
-    np.testing.assert_array_equal(F.dropout(t, 0.5, mask=mask).numpy(), [0, 2, 2, 0])
+    assert cuda.Dropout.supports(x, p=0.5, mask=mask)
+    fn = cuda.Dropout()
+    with cupy_standin.counting(trace=True) as counts:
+        y, gx = fn.forward(x, p=0.5, mask=mask), fn.backward(cp.ones(4, dtype=np.float32))
+        assert kernel_launches(counts.trace) == []              # no draw: the given mask
+    assert backend.as_numpy(y).tobytes() == np.array([0.0, -4, 6, -0.0], np.float32).tobytes()
+    np.testing.assert_array_equal(backend.as_numpy(gx), [0, 2, 2, 0])
 
 
 @pytest.mark.parametrize("op,arrays,kwargs,message", [

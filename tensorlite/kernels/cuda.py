@@ -371,13 +371,16 @@ class Embedding(F.Embedding):
 class Dropout(F.Dropout):
     """dropout.cu: the mask drawn inside the kernel from the draw's key (backend.next_key, the
     numbers backend.uniform gives the reference), drawn again in backward: nothing saved but
-    the key. A given mask (gradcheck's fixed draw) runs the reference."""
+    the key. A given mask (gradcheck's fixed draw) is applied by the reference's array code."""
 
     @classmethod
-    def supports(cls, x, mask=None, **kwargs):
-        return mask is None and is_float(x)
+    def supports(cls, x, **kwargs):
+        return is_float(x)
 
     def forward(self, x, p, mask=None):
+        if mask is not None:
+            self.key = None
+            return super().forward(x, p, mask)
         cp = backend.cp
         x = contiguous(x)
         y = cp.empty_like(x)
@@ -389,6 +392,8 @@ class Dropout(F.Dropout):
         return y
 
     def backward(self, gy):
+        if self.key is None:
+            return super().backward(gy)
         cp = backend.cp
         gy = contiguous(gy)
         gx = cp.empty_like(gy)
