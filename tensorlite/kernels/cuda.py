@@ -79,17 +79,23 @@ def options(dtype):
     return (f"-DfloatX={FLOAT_TYPES[np.dtype(dtype)]}", "--std=c++17")
 
 
+_kernels = {}   # (file, kernel, dtype, cupy module) -> RawKernel
 _modules = {}   # (file, dtype, cupy module) -> RawModule
 
 
 def kernel(filename, name, dtype):
-    """The RawKernel `name` of a .cu compiled for dtype (compiled on first use, then cached)."""
+    """The RawKernel `name` of a .cu compiled for dtype (compiled on first use; the module and
+    the kernel handle are cached, so a launch costs one dict lookup here)."""
     cp = backend.cp
-    key = (filename, np.dtype(dtype), id(cp))
-    mod = _modules.get(key)
-    if mod is None:
-        mod = _modules[key] = cp.RawModule(code=source(filename), options=options(dtype))
-    return mod.get_function(name)
+    key = (filename, name, dtype, id(cp))
+    fn = _kernels.get(key)
+    if fn is None:
+        mkey = (filename, np.dtype(dtype), id(cp))
+        mod = _modules.get(mkey)
+        if mod is None:
+            mod = _modules[mkey] = cp.RawModule(code=source(filename), options=options(dtype))
+        fn = _kernels[key] = mod.get_function(name)
+    return fn
 
 
 def blocks_for(n, per_block=BLOCK):

@@ -137,7 +137,7 @@ _build_lock = threading.Lock()
 def _compile(source, options, sanitizer, threads, include_dirs, filename):
     text, names = translate(source, filename)
     flags = ["-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-Wall",
-             "-Wno-unused-function", "-Wno-unused-variable", f"-I{HERE}"]
+             "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unknown-pragmas", f"-I{HERE}"]
     flags += [f"-I{d}" for d in include_dirs] + gxx_options(options)
     if sanitizer:
         if sanitizer not in ("thread", "address"):
