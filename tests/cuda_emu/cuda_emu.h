@@ -1,15 +1,16 @@
 // CUDA emulation for checking tensorlite's .cu kernels on a CPU.
 //
-// The same kernel source that NVRTC compiles for the GPU is compiled by g++ with this header
-// force-included (g++ -include cuda_emu.h); tests/cuda_emu/__init__.py does that and launches
-// kernels by name. What the header provides:
+// The same kernel source that NVRTC compiles for the GPU is compiled by g++ after this header
+// (tests/cuda_emu/__init__.py writes the translation unit, builds it and launches kernels by
+// name). What the header provides:
 //
 //   threadIdx blockIdx blockDim gridDim   per CUDA thread (macros reading the running thread)
 //   __syncthreads()                       a barrier across the block's threads
 //   __shared__                            one instance per block (blocks run one at a time)
-//   extern __shared__ T name[]            rewritten by the build helper to the launch's dynamic
-//                                         shared memory: exactly shared_mem bytes, filled with
-//                                         0xff bytes (NaN) at the start of every block
+//   extern __shared__ T name[]            rewritten by tests/cuda_emu/__init__.py into a pointer
+//                                         to the launch's dynamic shared memory: exactly
+//                                         shared_mem bytes, filled with 0xff bytes (NaN) at
+//                                         the start of every block
 //   __shfl_sync/_xor/_down/_up, __syncwarp, __ballot_sync/__any_sync/__all_sync
 //                                         a per-warp exchange with a barrier over the lanes named
 //                                         in the mask; reading a lane that did not take part is
@@ -890,13 +891,13 @@ inline float max(float a, float b) { return std::fmax(a, b); }
 inline double min(double a, double b) { return std::fmin(a, b); }
 inline double max(double a, double b) { return std::fmax(a, b); }
 
-// Each kernel the build helper finds gets a line EMU_KERNEL(name) after the source.
+// Each kernel tests/cuda_emu/__init__.py finds gets a line EMU_KERNEL(name) after the source.
 #define EMU_KERNEL(name)                                                                  \
     static ::emu::Register emu_register_##name(                                          \
         #name, &::emu::Sig<decltype(&name)>::thunk<&name>, ::emu::Sig<decltype(&name)>::nargs, \
         ::emu::Sig<decltype(&name)>::sizes, ::emu::Sig<decltype(&name)>::is_ptr);
 
-// ---- what the Python helper and the sanitizer driver call ----------------------------------
+// ---- what tests/cuda_emu/__init__.py and the sanitizer driver call ----------------------------------
 #define EMU_ENTRY_POINTS                                                                          \
     EMU_EXPORT int emu_kernel_count() { return ::emu::g_nkernels; }                                \
     EMU_EXPORT const char* emu_kernel_name(int k) { return ::emu::g_kernels[k].name; }             \
