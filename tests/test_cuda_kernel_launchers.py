@@ -13,6 +13,7 @@ import pytest
 
 import cupy_standin
 import tensorlite as tl
+from cuda_emu import kernel_names
 from tensorlite import backend, kernels, optim
 from tensorlite import functional as F
 from tensorlite.kernels import cuda
@@ -89,7 +90,7 @@ def test_each_cuda_kernel_equals_its_reference(cp, dtype, case):
 
 def kernel_launches(trace):
     """The RawKernel names launched, in order (the stand-in names a RawKernel launch by its kernel)."""
-    names = {n for f in cuda.SOURCES for n in __import__("cuda_emu").kernel_names(cuda.source(f))}
+    names = {n for f in cuda.SOURCES for n in kernel_names(cuda.source(f))}
     return [name for kind, name in trace if kind == "launches" and name in names]
 
 
