@@ -280,10 +280,8 @@ def installed():
 
 @contextlib.contextmanager
 def counting(trace=False):
-    """Counts of launches, syncs and transfers inside the block: yields the Counts, reset."""
+    """Counts of launches, syncs and transfers from here on: yields the Counts, reset (with
+    trace=True, counts.trace lists each event as (kind, name))."""
     counts.reset()
     counts.trace = [] if trace else None
-    try:
-        yield counts
-    finally:
-        pass
+    yield counts
