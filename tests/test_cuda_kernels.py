@@ -198,11 +198,12 @@ def test_layernorm_eps_reaches_the_kernel(mods):
 def cross_entropy(mods, x, t, gy, block=None, mean_threads=1024):
     N, V = x.shape
     dt = x.dtype
-    losses, stats, error = np.empty(N, dt), np.empty((N, 2), dt), np.zeros((), np.int32)
+    losses, stats, error = np.empty(N, dt), np.empty((N, 2), dt), np.full((), -7, np.int32)
     kern(mods, "crossentropy.cu", "crossentropy_forward", dt)(
-        (N,), (block or cuda._ce_block(V),), (losses, stats, error, x, t, np.int64(N), np.int32(V)))
+        (N,), (block or cuda._ce_block(V),), (losses, stats, x, t, np.int64(N), np.int32(V)))
     loss = np.empty((), dt)
-    kern(mods, "crossentropy.cu", "crossentropy_mean", dt)((1,), (mean_threads,), (loss, losses, np.int64(N)))
+    kern(mods, "crossentropy.cu", "crossentropy_mean", dt)(
+        (1,), (mean_threads,), (loss, error, losses, t, np.int64(N), np.int32(V)))
     dx = np.empty_like(x)
     kern(mods, "crossentropy.cu", "crossentropy_backward", dt)(
         (3,), (256,), (dx, x, stats, t, np.asarray(gy, dt).reshape(1), np.int64(N), np.int32(V)))
@@ -245,22 +246,21 @@ def embedding(mods, w, ids, gy, offset_threads=1024):
     V, C = w.shape
     N = ids.size
     dt = w.dtype
-    y, error = np.empty((N, C), dt), np.zeros((), np.int32)
+    y, error = np.empty((N, C), dt), np.full((), -7, np.int32)      # the kernel writes the flag
     kern(mods, "embedding.cu", "embedding_forward", dt)(
         (cuda.blocks_for(N * C),), (256,), (y, error, w, ids, np.int64(N), np.int32(C), np.int32(V)))
     tiles = -(-N // cuda.EMB_TILE)
     counts, before = np.zeros((tiles, V), np.int32), np.empty((tiles, V), np.int32)
     start, order = np.empty(V + 1, np.int32), np.empty(N, np.int32)
-    scratch_error = np.zeros((), np.int32)
     k = lambda name: kern(mods, "embedding.cu", name, dt)
-    k("embedding_backward_count")((tiles,), (256,), (counts, scratch_error, ids, np.int64(N), np.int32(V)))
+    k("embedding_backward_count")((tiles,), (256,), (counts, ids, np.int64(N), np.int32(V)))
     k("embedding_backward_offsets")((1,), (offset_threads,), (before, start, counts, np.int32(tiles), np.int32(V)),
                                     shared_mem=offset_threads * 4)
     k("embedding_backward_fill")((tiles,), (256,), (order, ids, before, start, np.int64(N), np.int32(V)))
     gw = np.full((V, C), np.nan, dt)
     threads = min(256, 32 * -(-C // 32))
     k("embedding_backward_sum")((V, -(-C // threads)), (threads,), (gw, gy, order, start, np.int32(V), np.int32(C)))
-    return y, gw, error, scratch_error, order, start
+    return y, gw, error, order, start
 
 
 @dtype_ids
@@ -269,7 +269,7 @@ def test_embedding_matches_the_reference_bit_for_bit(mods, dtype, N, V, C):
     """dW sums each id's rows of gy in increasing position order, as np.add.at does."""
     rng = np.random.default_rng(N + V)
     w, ids, gy = randn(rng, dtype, V, C), rng.integers(0, V, N), randn(rng, dtype, N, C)
-    y, gw, error, _, order, start = embedding(mods, w, ids, gy)
+    y, gw, error, order, start = embedding(mods, w, ids, gy)
     np.testing.assert_array_equal(y, w[ids])
     want = np.zeros_like(w)
     np.add.at(want, ids, gy)
@@ -283,8 +283,8 @@ def test_embedding_flags_ids_out_of_range_and_skips_them(mods):
     rng = np.random.default_rng(0)
     w, gy = randn(rng, np.float32, 6, 4), randn(rng, np.float32, 5, 4)
     ids = np.array([0, 6, 2, -1, 2])
-    y, gw, error, scratch_error, _, _ = embedding(mods, w, ids, gy)
-    assert error == 1 and scratch_error == 1
+    y, gw, error, _, _ = embedding(mods, w, ids, gy)
+    assert error == 1
     assert np.isnan(y[[1, 3]]).all()
     np.testing.assert_array_equal(y[[0, 2, 4]], w[[0, 2, 2]])
     want = np.zeros_like(w)

@@ -8,8 +8,9 @@ logits x (N, V), targets t (N,) int64. Saved for backward: stats (N, 2) = (m_n, 
 logits the op keeps, so backward recomputes the softmax in the same pass that writes dx, instead
 of keeping an (N, V) array of probabilities.
 
-A target outside 0..V-1 sets *error = 1 (read later by backend.defer_check, so nothing waits for
-the GPU now) and makes that row's loss NaN; no out-of-range logit is read.
+A target outside 0..V-1 makes that row's loss NaN (no out-of-range logit is read), and the mean
+kernel writes *error = 1 (0 when all are valid) for backend.defer_check, which reads it at the
+next host synchronisation: nothing waits for the GPU now, and the flag needs no zeroing launch.
 
 Determinism: each row by one block (thread-strided partial sums, then block_sum's fixed order);
 the mean by one block in the same way; dx element by element.
@@ -18,7 +19,7 @@ the mean by one block in the same way; dx element by element.
 
 // x (N, V), t (N,) -> losses (N,), stats (N, 2); one block per row (blockDim.x a multiple of 32)
 extern "C" __global__ void crossentropy_forward(floatX* __restrict__ losses, floatX* __restrict__ stats,
-                                                int* __restrict__ error, const floatX* __restrict__ x,
+                                                const floatX* __restrict__ x,
                                                 const long long* __restrict__ targets, long long N, int V) {
     const long long row = blockIdx.x;
     if (row >= N) return;                          // the whole block leaves together
@@ -37,20 +38,33 @@ extern "C" __global__ void crossentropy_forward(floatX* __restrict__ losses, flo
         stats[2 * row] = m;
         stats[2 * row + 1] = s;
         if (t < 0 || t >= V) {
-            atomicOr(error, 1);                    // an int flag: no order matters
-            losses[row] = tl_nan();
+            losses[row] = tl_nan();                // crossentropy_mean raises the flag
         } else {
             losses[row] = tl_log(s) - (xr[t] - m);
         }
     }
 }
 
-// losses (N,) -> loss (1,) = their mean; one block, threads take strided partial sums
-extern "C" __global__ void crossentropy_mean(floatX* __restrict__ loss, const floatX* __restrict__ losses, long long N) {
+// losses, t (N,) -> loss (1,) = the mean of the losses, error (1,) = any target out of range;
+// one block, threads take strided partial sums
+extern "C" __global__ void crossentropy_mean(floatX* __restrict__ loss, int* __restrict__ error,
+                                             const floatX* __restrict__ losses,
+                                             const long long* __restrict__ targets, long long N, int V) {
+    __shared__ int any_bad;
+    if (threadIdx.x == 0) any_bad = 0;
     floatX s = 0;
-    for (long long i = threadIdx.x; i < N; i += blockDim.x) s += losses[i];
-    s = block_sum(s);
-    if (threadIdx.x == 0) loss[0] = s / (floatX)N;
+    int bad = 0;
+    for (long long i = threadIdx.x; i < N; i += blockDim.x) {
+        s += losses[i];
+        bad |= targets[i] < 0 || targets[i] >= V;
+    }
+    s = block_sum(s);                              // its barriers also order any_bad = 0 first
+    if (bad) atomicOr(&any_bad, 1);                // an int flag: the order does not matter
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        loss[0] = s / (floatX)N;
+        error[0] = any_bad;
+    }
 }
 
 // x (N, V), stats (N, 2), t (N,), dloss (1,) -> dx (N, V); one thread per element, grid-stride.

@@ -5,15 +5,16 @@ Each class subclasses the reference op of tensorlite.functional that it speeds u
 name, forward arguments and gradients, and is registered for "cuda" under it; the optimizer's
 adamw_update and grad_norm likewise. What they save against the reference on a GPU:
 
-    GELU           one launch each way (the reference: ~10 element-wise passes forward, ~12 back);
+    GELU           one launch each way (the reference: 9 element-wise launches forward, 10 back);
                    saves only x, backward recomputes tanh
     CausalSoftmax  one launch each way: scale, causal mask, max, exp, sum and divide fused
     LayerNorm      forward one launch, saves mean and rstd (not an (N, C) xh); backward two
                    (dx in one pass; dw, db as a deterministic two-stage reduction)
-    CrossEntropy   two launches forward (per-row loss, then the mean: no host read), one back;
-                   saves (max, sum) per row instead of the (N, V) probabilities
-    Embedding      forward one gather; backward a deterministic stable counting sort and
-                   ordered sums (no float atomics): five launches whatever the vocabulary
+    CrossEntropy   two launches forward (per-row loss, then the mean and the target check: no
+                   host read), one back; saves (max, sum) per row, not (N, V) probabilities
+    Embedding      forward one gather (and the id check); backward a deterministic stable
+                   counting sort and ordered sums (no float atomics): five launches with the
+                   zeroing of the counts, whatever the vocabulary
     Dropout        one launch each way, the mask drawn in the kernel from the draw's key and
                    drawn again in backward: no mask in memory
     adamw_update   one launch per parameter group
@@ -276,13 +277,13 @@ class CrossEntropy(F.CrossEntropy):
         N = t.size
         losses = cp.empty(N, dtype=x.dtype)
         stats = cp.empty((N, 2), dtype=x.dtype)                                # (max, sum) per row
-        error = cp.zeros((), dtype=np.int32)
         if N:
             kernel("crossentropy.cu", "crossentropy_forward", x.dtype)(
-                (N,), (_ce_block(V),), (losses, stats, error, x, t, np.int64(N), np.int32(V)))
+                (N,), (_ce_block(V),), (losses, stats, x, t, np.int64(N), np.int32(V)))
         loss = cp.empty((), dtype=x.dtype)
+        error = cp.empty((), dtype=np.int32)                                   # written by the mean
         kernel("crossentropy.cu", "crossentropy_mean", x.dtype)(
-            (1,), (1024,), (loss, losses, np.int64(N)))
+            (1,), (1024,), (loss, error, losses, t, np.int64(N), np.int32(V)))
 
         def message():
             host = backend.cp.asnumpy(t)
@@ -330,10 +331,12 @@ class Embedding(F.Embedding):
         flat = contiguous(ids.reshape(-1).astype(np.int64, copy=False))       # (N,)
         N = flat.size
         y = cp.empty((N, C), dtype=w.dtype)
-        error = cp.zeros((), dtype=np.int32)
-        if N * C:
+        if N:
+            error = cp.empty((), dtype=np.int32)                               # written by block 0
             kernel("embedding.cu", "embedding_forward", w.dtype)(
-                (blocks_for(N * C),), (BLOCK,), (y, error, w, flat, np.int64(N), np.int32(C), np.int32(V)))
+                (blocks_for(max(N * C, 1)),), (BLOCK,), (y, error, w, flat, np.int64(N), np.int32(C), np.int32(V)))
+        else:
+            error = cp.zeros((), dtype=np.int32)
 
         def message():
             host = backend.cp.asnumpy(flat)
@@ -359,9 +362,8 @@ class Embedding(F.Embedding):
         before = cp.empty((tiles, V), dtype=np.int32)
         start = cp.empty(V + 1, dtype=np.int32)
         order = cp.empty(N, dtype=np.int32)
-        error = cp.zeros((), dtype=np.int32)    # forward has reported bad ids already
         k = lambda name: kernel("embedding.cu", name, gy.dtype)
-        k("embedding_backward_count")((tiles,), (BLOCK,), (counts, error, ids, np.int64(N), np.int32(V)))
+        k("embedding_backward_count")((tiles,), (BLOCK,), (counts, ids, np.int64(N), np.int32(V)))
         k("embedding_backward_offsets")((1,), (1024,), (before, start, counts, np.int32(tiles), np.int32(V)),
                                         shared_mem=1024 * 4)
         k("embedding_backward_fill")((tiles,), (BLOCK,), (order, ids, before, start, np.int64(N), np.int32(V)))

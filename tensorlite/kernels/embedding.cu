@@ -4,8 +4,9 @@ Embedding lookup (tensorlite.functional.Embedding):
     y[n, :] = w[ids[n], :]                     w (V, C), ids (N,) int64 -> y (N, C)
     dw[v, :] = sum of dy[n, :] over the positions n with ids[n] == v, in increasing n
 
-An id outside 0..V-1 sets *error = 1 (read later by backend.defer_check, so nothing waits for
-the GPU now); its output row is NaN and backward skips it.
+An id outside 0..V-1 gets a NaN output row and is skipped by backward; block 0 of the forward
+launch also writes *error = 1 (0 when all ids are valid) for backend.defer_check, which reads it
+at the next host synchronisation: nothing waits for the GPU now, and the flag needs no zeroing.
 
 Backward is deterministic with no floating-point atomics: the positions of each id are first
 listed in increasing order (a stable counting sort done in integers, where the order of atomic
@@ -25,7 +26,8 @@ Scratch: counts and before (tiles, V) int32, start (V + 1,) int32, order (N,) in
 
 #define TILE 1024           // positions per tile; the count and fill kernels run TILE / blockDim.x per thread
 
-// w (V, C), ids (N,) -> y (N, C); one thread per output element, grid-stride
+// w (V, C), ids (N,) -> y (N, C); one thread per output element, grid-stride.
+// Block 0 also reads every id and writes error (1,): whether any is out of range.
 extern "C" __global__ void embedding_forward(floatX* __restrict__ y, int* __restrict__ error,
                                              const floatX* __restrict__ w, const long long* __restrict__ ids,
                                              long long N, int C, int V) {
@@ -33,25 +35,30 @@ extern "C" __global__ void embedding_forward(floatX* __restrict__ y, int* __rest
         const long long n = i / C;
         const int c = (int)(i - n * C);
         const long long id = ids[n];
-        if (id < 0 || id >= V) {
-            if (c == 0) atomicOr(error, 1);
-            y[i] = tl_nan();
-        } else {
-            y[i] = w[id * C + c];
-        }
+        y[i] = id < 0 || id >= V ? tl_nan() : w[id * C + c];
+    }
+    if (blockIdx.x == 0) {                         // the whole block takes this branch
+        __shared__ int any_bad;
+        if (threadIdx.x == 0) any_bad = 0;
+        __syncthreads();
+        int bad = 0;
+        for (long long n = threadIdx.x; n < N; n += blockDim.x) bad |= ids[n] < 0 || ids[n] >= V;
+        if (bad) atomicOr(&any_bad, 1);            // an int flag: the order does not matter
+        __syncthreads();
+        if (threadIdx.x == 0) error[0] = any_bad;
     }
 }
 
-// ids (N,) -> counts (tiles, V), zeroed by the caller; block b counts tile b
-extern "C" __global__ void embedding_backward_count(int* __restrict__ counts, int* __restrict__ error,
-                                                    const long long* __restrict__ ids, long long N, int V) {
+// ids (N,) -> counts (tiles, V), zeroed by the caller; block b counts tile b (ids out of range,
+// reported by the forward, are skipped)
+extern "C" __global__ void embedding_backward_count(int* __restrict__ counts, const long long* __restrict__ ids,
+                                                    long long N, int V) {
     const long long tile = blockIdx.x;
     for (int k = threadIdx.x; k < TILE; k += blockDim.x) {
         const long long n = tile * TILE + k;
         if (n >= N) break;
         const long long id = ids[n];
-        if (id < 0 || id >= V) atomicOr(error, 1);
-        else atomicAdd(&counts[tile * V + id], 1);
+        if (id >= 0 && id < V) atomicAdd(&counts[tile * V + id], 1);   // int: any order, same counts
     }
 }
 
