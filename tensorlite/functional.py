@@ -13,8 +13,6 @@ to the op here; Function.apply runs the fast one unless tl.use_kernels("referenc
 """
 import math
 
-import numpy as np
-
 from . import backend
 from .backend import get_array_module
 from .tensor import Function, ScatterGrad, Tensor

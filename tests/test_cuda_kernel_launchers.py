@@ -7,13 +7,13 @@ The stand-in checks every kernel argument's size against the kernel's parameter,
 argument type in a launcher fails here.
 """
 import shutil
-import types
 
 import numpy as np
 import pytest
 
 import cupy_standin
 import tensorlite as tl
+from cuda_emu import kernel_names
 from tensorlite import backend, kernels, optim
 from tensorlite import functional as F
 from tensorlite.kernels import cuda
@@ -28,39 +28,11 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol
 dtype_ids = pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 
 
-def _cupy_pointer_semantics():
-    """CuPy passes None as a null pointer (cupy/cuda/function.pyx, _pointer) and gives every
-    ndarray a .data MemoryPointer with .ptr; where the stand-in lacks them, add them here."""
-    from cupy_standin import _cuda
-    from cupy_standin._array import ndarray
-    undo = []
-    if not getattr(_cuda._kernel_arg, "passes_none", False):
-        try:
-            _cuda._kernel_arg(None)
-        except TypeError:
-            original = _cuda._kernel_arg
-
-            def kernel_arg(a):
-                return None if a is None else original(a)
-            kernel_arg.passes_none = True
-            _cuda._kernel_arg = kernel_arg
-            undo.append(lambda: setattr(_cuda, "_kernel_arg", original))
-    if "data" not in dir(ndarray):
-        ndarray.data = property(lambda self: types.SimpleNamespace(ptr=self._a.ctypes.data))
-        undo.append(lambda: delattr(ndarray, "data"))
-    return undo
-
-
 @pytest.fixture
 def cp():
-    undo = _cupy_pointer_semantics()
-    try:
-        with cupy_standin.installed() as module:
-            yield module
-            backend.flush_checks()
-    finally:
-        for u in undo:
-            u()
+    with cupy_standin.installed() as module:
+        yield module
+        backend.flush_checks()
 
 
 def randn(rng, dtype, *shape, scale=1.0):
@@ -118,7 +90,7 @@ def test_each_cuda_kernel_equals_its_reference(cp, dtype, case):
 
 def kernel_launches(trace):
     """The RawKernel names launched, in order (the stand-in names a RawKernel launch by its kernel)."""
-    names = {n for f in cuda.SOURCES for n in __import__("cuda_emu").kernel_names(cuda.source(f))}
+    names = {n for f in cuda.SOURCES for n in kernel_names(cuda.source(f))}
     return [name for kind, name in trace if kind == "launches" and name in names]
 
 
@@ -175,12 +147,16 @@ def test_dropout_keeps_what_the_reference_keeps(cp, dtype):
     assert 0.15 < (y1 == 0).mean() < 0.35
 
 
-def test_dropout_with_a_given_mask_runs_the_reference(cp):
-    x = cp.ones(4, dtype=np.float32)
+def test_dropout_applies_a_given_mask_as_the_reference_does(cp):
+    x = cp.asarray(np.array([1, -2, 3, -4], np.float32))
     mask = cp.asarray(np.array([0, 2, 2, 0], np.float32))
-    assert not cuda.Dropout.supports(x, p=0.5, mask=mask)
-    t = tl.tensor(backend.as_numpy(x), device="cuda")
-    np.testing.assert_array_equal(F.dropout(t, 0.5, mask=mask).numpy(), [0, 2, 2, 0])
+    assert cuda.Dropout.supports(x, p=0.5, mask=mask)
+    fn = cuda.Dropout()
+    with cupy_standin.counting(trace=True) as counts:
+        y, gx = fn.forward(x, p=0.5, mask=mask), fn.backward(cp.ones(4, dtype=np.float32))
+        assert kernel_launches(counts.trace) == []              # no draw: the given mask
+    assert backend.as_numpy(y).tobytes() == np.array([0.0, -4, 6, -0.0], np.float32).tobytes()
+    np.testing.assert_array_equal(backend.as_numpy(gx), [0, 2, 2, 0])
 
 
 @pytest.mark.parametrize("op,arrays,kwargs,message", [

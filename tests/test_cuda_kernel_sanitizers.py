@@ -39,7 +39,7 @@ OFF_BY_ONE = planted("gelu.cu", "i < (n); i +=", "i <= (n); i +=")
 
 
 class AllFiles(dict):
-    """The helpers of test_cuda_kernels look modules up by (file, dtype): one program has all."""
+    """The launch functions of test_cuda_kernels look modules up by (file, dtype): one program has all."""
 
     def __init__(self, module):
         super().__init__()

@@ -79,17 +79,23 @@ def options(dtype):
     return (f"-DfloatX={FLOAT_TYPES[np.dtype(dtype)]}", "--std=c++17")
 
 
+_kernels = {}   # (file, kernel, dtype, cupy module) -> RawKernel
 _modules = {}   # (file, dtype, cupy module) -> RawModule
 
 
 def kernel(filename, name, dtype):
-    """The RawKernel `name` of a .cu compiled for dtype (compiled on first use, then cached)."""
+    """The RawKernel `name` of a .cu compiled for dtype (compiled on first use; the module and
+    the kernel handle are cached, so a launch costs one dict lookup here)."""
     cp = backend.cp
-    key = (filename, np.dtype(dtype), id(cp))
-    mod = _modules.get(key)
-    if mod is None:
-        mod = _modules[key] = cp.RawModule(code=source(filename), options=options(dtype))
-    return mod.get_function(name)
+    key = (filename, name, dtype, id(cp))
+    fn = _kernels.get(key)
+    if fn is None:
+        mkey = (filename, np.dtype(dtype), id(cp))
+        mod = _modules.get(mkey)
+        if mod is None:
+            mod = _modules[mkey] = cp.RawModule(code=source(filename), options=options(dtype))
+        fn = _kernels[key] = mod.get_function(name)
+    return fn
 
 
 def blocks_for(n, per_block=BLOCK):
@@ -371,13 +377,16 @@ class Embedding(F.Embedding):
 class Dropout(F.Dropout):
     """dropout.cu: the mask drawn inside the kernel from the draw's key (backend.next_key, the
     numbers backend.uniform gives the reference), drawn again in backward: nothing saved but
-    the key. A given mask (gradcheck's fixed draw) runs the reference."""
+    the key. A given mask (gradcheck's fixed draw) is applied by the reference's array code."""
 
     @classmethod
-    def supports(cls, x, mask=None, **kwargs):
-        return mask is None and is_float(x)
+    def supports(cls, x, **kwargs):
+        return is_float(x)
 
     def forward(self, x, p, mask=None):
+        if mask is not None:
+            self.key = None
+            return super().forward(x, p, mask)
         cp = backend.cp
         x = contiguous(x)
         y = cp.empty_like(x)
@@ -389,6 +398,8 @@ class Dropout(F.Dropout):
         return y
 
     def backward(self, gy):
+        if self.key is None:
+            return super().backward(gy)
         cp = backend.cp
         gy = contiguous(gy)
         gx = cp.empty_like(gy)

@@ -124,6 +124,7 @@ extern "C" __global__ void embedding_backward_sum(floatX* __restrict__ dw, const
     const int c = blockIdx.y * blockDim.x + threadIdx.x;
     if (v >= V || c >= C) return;
     floatX s = 0;
+#pragma unroll 8                                   // loads in flight; the adds stay in order
     for (int k = start[v]; k < start[v + 1]; ++k) s += dy[(long long)order[k] * C + c];
     dw[(long long)v * C + c] = s;
 }

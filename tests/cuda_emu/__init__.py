@@ -13,8 +13,13 @@ whose size differs from the kernel's parameter, or a scalar given for a pointer 
 for a value), raises TypeError instead of launching with shifted arguments.
 
 build(..., sanitizer="thread" | "address") builds a standalone driver program instead (TSan or
-ASan with one OS thread per CUDA thread): each launch writes its arguments to a file, runs the
-program, and copies the buffers back into the arrays; a sanitizer report raises SanitizerError.
+ASan with one OS thread per CUDA thread; a TSan library loaded into Python can crash): a launch
+writes its arguments to a file, runs the program, and copies the buffers back into the arrays;
+inside `with module.batch():` launches run together in one run of the program. A sanitizer
+report raises SanitizerError.
+
+set_block_order("reverse" | "shuffle", seed) runs the blocks of later launches in that order,
+for every module of the process (the stand-in's too), to show a kernel does not depend on it.
 
 Compiled libraries are cached by a hash of everything that goes into them, in
 $TENSORLITE_EMU_CACHE or a directory under the system's temp dir.
@@ -24,9 +29,7 @@ import ctypes
 import hashlib
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import weakref
@@ -131,13 +134,10 @@ def _compiler_id():
     return _compiler_id.v
 
 
-_build_lock = threading.Lock()
-
-
 def _compile(source, options, sanitizer, threads, include_dirs, filename):
     text, names = translate(source, filename)
     flags = ["-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-Wall",
-             "-Wno-unused-function", "-Wno-unused-variable", f"-I{HERE}"]
+             "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unknown-pragmas", f"-I{HERE}"]
     flags += [f"-I{d}" for d in include_dirs] + gxx_options(options)
     if sanitizer:
         if sanitizer not in ("thread", "address"):
@@ -194,31 +194,18 @@ def build(path_or_source, options=("-DfloatX=float",), *, sanitizer=None, thread
 
 
 def prebuild(jobs):
-    """Compile several (path_or_source, options) pairs at once (one g++ per core), so later
-    build() calls find them cached. jobs: iterable of (path_or_source, options[, sanitizer])."""
-    jobs = list(jobs)
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    errors = []
+    """Compile several (path_or_source, options[, sanitizer]) jobs at once, one g++ per core, so
+    that later build() calls find them cached."""
+    from concurrent.futures import ThreadPoolExecutor
 
     def one(job):
         src, opts, *rest = job
-        try:
-            source, filename, dirs = _read_source(src)
-            _compile(source, tuple(opts), rest[0] if rest else None, False, dirs, filename)
-        except Exception as e:  # reported below
-            errors.append(e)
-
-    threads = []
-    pending = list(jobs)
-    while pending or threads:
-        while pending and len(threads) < workers:
-            t = threading.Thread(target=one, args=(pending.pop(0),))
-            t.start()
-            threads.append(t)
-        threads[0].join()
-        threads.pop(0)
-    if errors:
-        raise errors[0]
+        source, filename, dirs = _read_source(src)
+        _compile(source, tuple(opts), rest[0] if rest else None, False, dirs, filename)
+    jobs = list(jobs)
+    with ThreadPoolExecutor(max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        for _ in pool.map(one, jobs):      # re-raises the first failure
+            pass
 
 
 # ---- arguments as CuPy passes them -----------------------------------------------------------
@@ -343,7 +330,8 @@ class Module:
 
     def set_block_order(self, order="forward", seed=0):
         """Run the blocks of this module's later launches in this order: forward, reverse or
-        shuffle (seeded)."""
+        shuffle (seeded). Modules built from the same source and options share one loaded
+        library, and so this setting."""
         self.lib.emu_set_block_order(ORDERS[order], seed)
 
 

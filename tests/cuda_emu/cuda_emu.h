@@ -1,29 +1,32 @@
 // CUDA emulation for checking tensorlite's .cu kernels on a CPU.
 //
-// The same kernel source that NVRTC compiles for the GPU is compiled by g++ with this header
-// force-included (g++ -include cuda_emu.h); tests/cuda_emu/__init__.py does that and launches
-// kernels by name. What the header provides:
+// The same kernel source that NVRTC compiles for the GPU is compiled by g++ after this header
+// (tests/cuda_emu/__init__.py writes the translation unit, builds it and launches kernels by
+// name). What the header provides:
 //
 //   threadIdx blockIdx blockDim gridDim   per CUDA thread (macros reading the running thread)
 //   __syncthreads()                       a barrier across the block's threads
 //   __shared__                            one instance per block (blocks run one at a time)
-//   extern __shared__ T name[]            rewritten by the build helper to the launch's dynamic
-//                                         shared memory: exactly shared_mem bytes, filled with
-//                                         0xff bytes (NaN) at the start of every block
+//   extern __shared__ T name[]            rewritten by tests/cuda_emu/__init__.py into a pointer
+//                                         to the launch's dynamic shared memory: exactly
+//                                         shared_mem bytes, filled with 0xff bytes (NaN) at
+//                                         the start of every block
 //   __shfl_sync/_xor/_down/_up, __syncwarp, __ballot_sync/__any_sync/__all_sync
 //                                         a per-warp exchange with a barrier over the lanes named
 //                                         in the mask; reading a lane that did not take part is
 //                                         reported as an error (undefined on a GPU)
-//   atomicAdd/Sub/Exch/Max/Min/Or/And/CAS/Inc on std::atomic_ref; __threadfence
+//   atomicAdd/Sub/Exch/Max/Min/Or/And/CAS/Inc on std::atomic_ref, relaxed as CUDA's are;
+//   __threadfence
 //   the device math the kernels use (rsqrtf, __expf, ...), __ldg, __ldcs, __stcs
 //
 // Two ways to run a block's threads:
 //   default        fibers on one OS thread with a hand-written context switch (x86-64; other
 //                  CPUs use ucontext). A switch costs a few nanoseconds, so a launch of 64
 //                  blocks x 256 threads runs in milliseconds.
-//   EMU_THREADS    one OS thread per CUDA thread, barriers on a mutex and condition variable.
-//                  For ThreadSanitizer and AddressSanitizer builds: TSan sees the real threads
-//                  and the happens-before of the barriers, so a missing __syncthreads is a race.
+//   EMU_THREADS    one OS thread per CUDA thread (a pool made once per process), barriers on a
+//                  mutex and condition variables. For ThreadSanitizer and AddressSanitizer
+//                  builds: TSan sees the real threads and only CUDA's orderings (see Quiet
+//                  below), so a missing __syncthreads is reported as a data race.
 //
 // Blocks run one after another, in the order emu_set_block_order picks (forward, reverse or
 // shuffled), so a kernel whose result depends on the order of its blocks is caught by running
@@ -100,6 +103,7 @@ struct Barrier {
 
 struct Warp {
     Barrier bar;
+    char sync[2];             // ThreadSanitizer's happens-before of __syncwarp, by parity
     unsigned mask = 0;        // the mask the current exchange was entered with
     int op = 0;               // and its kind (shfl, ballot, syncwarp): all lanes must agree
     unsigned live = 0;        // lanes that exist and have not exited
@@ -120,6 +124,7 @@ struct Block {
     dim3 bdim, gdim;
     int n = 0, live = 0, waiting = 0;
     Barrier bar;
+    char sync[2];             // ThreadSanitizer's happens-before of __syncthreads, by parity
     Warp warps[kMaxThreads / kWarp];
     char* dyn = nullptr;      // dynamic shared memory
     size_t dyn_size = 0;
@@ -153,9 +158,54 @@ namespace emu {
 // ---- scheduling primitives: fibers or OS threads -----------------------------------------
 struct Abort {};
 
+// ThreadSanitizer sees the kernels' memory accesses and exactly CUDA's orderings: the
+// emulator's own locking and bookkeeping are hidden from it (a mutex taken by every shuffle
+// would order any two warps and hide real races), and __syncthreads (the block), __syncwarp
+// (its lanes) and a thread's exit publish happens-before edges explicitly. Shuffles and votes
+// order no memory, as in CUDA.
+#if defined(EMU_THREADS) && defined(__SANITIZE_THREAD__)
+extern "C" {
+void AnnotateIgnoreSyncBegin(const char*, int);
+void AnnotateIgnoreSyncEnd(const char*, int);
+void AnnotateIgnoreReadsBegin(const char*, int);
+void AnnotateIgnoreReadsEnd(const char*, int);
+void AnnotateIgnoreWritesBegin(const char*, int);
+void AnnotateIgnoreWritesEnd(const char*, int);
+void __tsan_acquire(void*);
+void __tsan_release(void*);
+}
+struct Quiet {
+    Quiet() {
+        AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+        AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+        AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+    }
+    ~Quiet() {
+        AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+        AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+        AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    }
+};
+inline void hb_release(void* a) {
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    __tsan_release(a);
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+}
+inline void hb_acquire(void* a) {
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    __tsan_acquire(a);
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+}
+#else
+struct Quiet {};
+inline void hb_release(void*) {}
+inline void hb_acquire(void*) {}
+#endif
+
 #ifdef EMU_THREADS
 
 struct Lock {
+    Quiet quiet;                       // first in, last out: the whole critical section is hidden
     std::unique_lock<std::mutex> lk;
     Lock() : lk(g_block->mu) {}
 };
@@ -360,13 +410,15 @@ inline void syncthreads() {
     if (b->aborted) leave_aborted(l);
     Barrier& bar = b->bar;
     unsigned gen = bar.gen;
+    hb_release(&b->sync[gen & 1u]);
     if (++bar.arrived == b->live) {
         release(bar, bar.arrived - 1);
-        return;
+    } else {
+        b->waiting++;
+        check_deadlock(l);
+        wait_until(l, bar, [&] { return bar.gen != gen; });
     }
-    b->waiting++;
-    check_deadlock(l);
-    wait_until(l, bar, [&] { return bar.gen != gen; });
+    hb_acquire(&b->sync[gen & 1u]);
 }
 
 // ---- warp exchange --------------------------------------------------------------------------
@@ -395,14 +447,16 @@ inline int exchange(Lock& l, unsigned mask, int op, unsigned long long bits, con
     w.slot[p][t->lane] = bits;
     w.wrote[p] |= 1u << t->lane;
     unsigned gen = w.bar.gen;
+    if (op == kSyncwarp) hb_release(&w.sync[p]);
     if (static_cast<unsigned>(++w.bar.arrived) == expected_lanes(w)) {
         w.wrote[p ^ 1] = 0;  // the next exchange's slots; every reader of them is done
         release(w.bar, w.bar.arrived - 1);
-        return p;
+    } else {
+        b->waiting++;
+        check_deadlock(l);
+        wait_until(l, w.bar, [&] { return w.bar.gen != gen; });
     }
-    b->waiting++;
-    check_deadlock(l);
-    wait_until(l, w.bar, [&] { return w.bar.gen != gen; });
+    if (op == kSyncwarp) hb_acquire(&w.sync[p]);
     return p;
 }
 
@@ -473,6 +527,7 @@ inline void syncwarp(unsigned mask) {
 inline void thread_exit(Lock& l) {
     Block* b = g_block;
     Thread* t = g_thread;
+    hb_release(&b->sync[b->bar.gen & 1u]);     // its writes are seen after the next barrier
     t->done = true;
     b->live--;
     Warp& w = b->warps[t->warp];
@@ -766,31 +821,33 @@ inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_s
     EMU_FAIL(l, "__trap() called by thread (%u,%u,%u)", threadIdx.x, threadIdx.y, threadIdx.z);
 }
 
-template <class T> inline T atomicAdd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_add(v); }
-template <class T> inline T atomicSub(T* a, T v) { return std::atomic_ref<T>(*a).fetch_sub(v); }
-template <class T> inline T atomicExch(T* a, T v) { return std::atomic_ref<T>(*a).exchange(v); }
-template <class T> inline T atomicOr(T* a, T v) { return std::atomic_ref<T>(*a).fetch_or(v); }
-template <class T> inline T atomicAnd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_and(v); }
+// CUDA's atomics are relaxed: they order no other memory (ThreadSanitizer sees no edge either).
+constexpr std::memory_order kRelaxed = std::memory_order_relaxed;
+template <class T> inline T atomicAdd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_add(v, kRelaxed); }
+template <class T> inline T atomicSub(T* a, T v) { return std::atomic_ref<T>(*a).fetch_sub(v, kRelaxed); }
+template <class T> inline T atomicExch(T* a, T v) { return std::atomic_ref<T>(*a).exchange(v, kRelaxed); }
+template <class T> inline T atomicOr(T* a, T v) { return std::atomic_ref<T>(*a).fetch_or(v, kRelaxed); }
+template <class T> inline T atomicAnd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_and(v, kRelaxed); }
 template <class T> inline T atomicCAS(T* a, T cmp, T v) {
-    std::atomic_ref<T>(*a).compare_exchange_strong(cmp, v);
+    std::atomic_ref<T>(*a).compare_exchange_strong(cmp, v, kRelaxed);
     return cmp;
 }
 template <class T> inline T atomicMax(T* a, T v) {
     std::atomic_ref<T> r(*a);
-    T old = r.load();
-    while (old < v && !r.compare_exchange_weak(old, v)) {}
+    T old = r.load(kRelaxed);
+    while (old < v && !r.compare_exchange_weak(old, v, kRelaxed)) {}
     return old;
 }
 template <class T> inline T atomicMin(T* a, T v) {
     std::atomic_ref<T> r(*a);
-    T old = r.load();
-    while (old > v && !r.compare_exchange_weak(old, v)) {}
+    T old = r.load(kRelaxed);
+    while (old > v && !r.compare_exchange_weak(old, v, kRelaxed)) {}
     return old;
 }
 inline unsigned atomicInc(unsigned* a, unsigned v) {
     std::atomic_ref<unsigned> r(*a);
-    unsigned old = r.load();
-    while (!r.compare_exchange_weak(old, old >= v ? 0u : old + 1u)) {}
+    unsigned old = r.load(kRelaxed);
+    while (!r.compare_exchange_weak(old, old >= v ? 0u : old + 1u, kRelaxed)) {}
     return old;
 }
 
@@ -834,13 +891,13 @@ inline float max(float a, float b) { return std::fmax(a, b); }
 inline double min(double a, double b) { return std::fmin(a, b); }
 inline double max(double a, double b) { return std::fmax(a, b); }
 
-// Each kernel the build helper finds gets a line EMU_KERNEL(name) after the source.
+// Each kernel tests/cuda_emu/__init__.py finds gets a line EMU_KERNEL(name) after the source.
 #define EMU_KERNEL(name)                                                                  \
     static ::emu::Register emu_register_##name(                                          \
         #name, &::emu::Sig<decltype(&name)>::thunk<&name>, ::emu::Sig<decltype(&name)>::nargs, \
         ::emu::Sig<decltype(&name)>::sizes, ::emu::Sig<decltype(&name)>::is_ptr);
 
-// ---- what the Python helper and the sanitizer driver call ----------------------------------
+// ---- what tests/cuda_emu/__init__.py and the sanitizer driver call ----------------------------------
 #define EMU_ENTRY_POINTS                                                                          \
     EMU_EXPORT int emu_kernel_count() { return ::emu::g_nkernels; }                                \
     EMU_EXPORT const char* emu_kernel_name(int k) { return ::emu::g_kernels[k].name; }             \
