@@ -9,7 +9,6 @@ NumPy-backed CuPy stand-in (tests/cupy_standin), in both kernel modes.
 
 With a GPU, the equality tests run on it; the counting tests always use the stand-in.
 """
-import pickle
 
 import numpy as np
 import pytest

@@ -18,7 +18,6 @@ A CuPy routine that issues several kernels inside (argsort, einsum) counts as on
 """
 import functools
 import inspect
-import weakref
 
 import numpy as np
 
@@ -628,4 +627,3 @@ def get_array_module(*args):
     return module() if any(isinstance(a, ndarray) for a in args) else np
 
 
-_alive = weakref.WeakSet()
