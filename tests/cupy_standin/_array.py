@@ -625,5 +625,3 @@ def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
 def get_array_module(*args):
     from . import module
     return module() if any(isinstance(a, ndarray) for a in args) else np
-
-
