@@ -236,8 +236,8 @@ def item(*xs):
         loss_value, norm = tl.backend.item(loss, norm)   # a training step's only sync
 
     One argument gives one number; several give a tuple."""
-    arrays = [x if isinstance(x, np.ndarray) or (cp is not None and isinstance(x, cp.ndarray))
-              else x.data for x in xs]
+    arrays = [x if isinstance(x, (np.ndarray, np.generic)) or (cp is not None and isinstance(x, cp.ndarray))
+              else x.data for x in xs]   # a Tensor's data (NumPy reductions give np.generic)
     for a in arrays:
         if a.size != 1:
             raise ValueError(f"item: can only convert an array of size 1 to a Python scalar, "

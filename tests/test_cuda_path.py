@@ -9,7 +9,6 @@ NumPy-backed CuPy stand-in (tests/cupy_standin), in both kernel modes.
 
 With a GPU, the equality tests run on it; the counting tests always use the stand-in.
 """
-import pickle
 
 import numpy as np
 import pytest
@@ -97,6 +96,20 @@ def test_standin_refuses_host_arrays_as_cupy_does(standin):
         standin.take_along_axis(x, standin.zeros((2, 1), np.int64), axis=1, kind="stable")
     x[...] = np.float32(2)                                  # a host scalar is fine, as in CuPy
     assert standin.asnumpy(x).sum() == 12
+
+
+def test_standin_wraps_out_of_range_index_arrays_as_cupy_does(standin):
+    """CuPy cannot check device index arrays without reading them back: it wraps them around
+    where NumPy raises, so a range check has to be the program's own (backend.check_ids)."""
+    table = standin.asarray(np.arange(10.0).reshape(5, 2))
+    bad = standin.asarray(np.array([0, 7, -1]))
+    np.testing.assert_array_equal(standin.asnumpy(table[bad]), [[0, 1], [4, 5], [8, 9]])
+    np.testing.assert_array_equal(standin.asnumpy(standin.take(table, bad, axis=0)), [[0, 1], [4, 5], [8, 9]])
+    grads = standin.zeros(5)
+    standin.add.at(grads, bad, 1.0)
+    np.testing.assert_array_equal(standin.asnumpy(grads), [1, 0, 1, 0, 1])
+    with pytest.raises(IndexError):
+        table[7]                                            # a Python int is checked on the host
 
 
 def test_standin_gives_device_scalars_and_counts_what_cupy_would_do(standin):

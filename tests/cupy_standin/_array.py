@@ -18,7 +18,6 @@ A CuPy routine that issues several kernels inside (argsort, einsum) counts as on
 """
 import functools
 import inspect
-import weakref
 
 import numpy as np
 
@@ -204,14 +203,14 @@ class ndarray:
 
     # ---- indexing --------------------------------------------------------------------------
     def __getitem__(self, index):
-        index, kind = _index(index)
+        index, kind = _index(index, self.shape)
         out = self._a[index]
         if kind == "mask":
             counts.add("syncs", "getitem[mask]")   # CuPy reads the number of True back
         return _result(out, "getitem", [self._a])
 
     def __setitem__(self, index, value):
-        index, kind = _index(index)
+        index, kind = _index(index, self.shape)
         if isinstance(value, np.ndarray):
             if value.ndim:
                 raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
@@ -297,9 +296,12 @@ def _result(out, name, inputs):
     return _wrap(out)
 
 
-def _index(index, views=True):
+def _index(index, shape, views=True):
     """A device-array index in NumPy terms; NumPy index arrays travel to the device.
-    With views, an integer index keeps a 0-d view, as CuPy gives, not a host scalar."""
+
+    Integer index arrays wrap around, as CuPy's do (it cannot check them without reading
+    them back; NumPy raises IndexError). With views, an integer index keeps a 0-d view, as
+    CuPy gives, not a host scalar."""
     items = index if isinstance(index, tuple) else (index,)
     out, kind = [], "basic"
     for i in items:
@@ -311,6 +313,17 @@ def _index(index, views=True):
             i = np.asarray(i)
             kind = "mask" if i.dtype == bool else "advanced"
         out.append(i)
+    # the axis each item indexes, to wrap integer arrays by that axis's length
+    consumed = [0 if i is None else i.ndim if isinstance(i, np.ndarray) and i.dtype == bool else 1
+                for i in out if i is not Ellipsis]
+    axis = 0
+    for k, i in enumerate(out):
+        if i is Ellipsis:
+            axis += len(shape) - sum(consumed)
+            continue
+        if isinstance(i, np.ndarray) and i.dtype.kind in "iu" and axis < len(shape) and shape[axis]:
+            out[k] = i % shape[axis]
+        axis += 0 if i is None else i.ndim if isinstance(i, np.ndarray) and i.dtype == bool else 1
     if views and kind == "basic" and not any(i is Ellipsis for i in out):
         out.append(Ellipsis)
     return tuple(out), kind
@@ -363,11 +376,17 @@ for _name, _fn in {"neg": np.negative, "pos": np.positive, "abs": np.absolute, "
     setattr(ndarray, f"__{_name}__", _unary(_fn, _name))
 
 
+# CuPy wraps out-of-range indices around where NumPy raises (or clips): take's indices, put's
+WRAPPING = {"take", "put"}
+
+
 def _method(name):
     """ndarray.<name> run by NumPy's method of that name, CuPy's rules on the arguments."""
     def method(self, *args, **kwargs):
         args = [_unwrap(a, name) for a in args]
         kwargs = {k: _unwrap(v, name) for k, v in kwargs.items()}
+        if name in WRAPPING:
+            kwargs.setdefault("mode", "wrap")
         out_arg = kwargs.get("out")
         out = getattr(self._a, name)(*args, **kwargs)
         if name in _SYNCING_METHODS:
@@ -469,7 +488,7 @@ class ufunc:
         if a.dtype.name not in self.AT_DTYPES[self.name].split():
             raise TypeError(f"cupy.{self.name}.at only supports {', '.join(self.AT_DTYPES[self.name].split())}, "
                             "as data type")
-        index, _ = _index(indices, views=False)
+        index, _ = _index(indices, a.shape, views=False)
         if len(index) == 1:
             index = index[0]
         if b is None:
@@ -548,6 +567,12 @@ def function(name, np_fn, real_fn):
             return _from_host_call(name, np_fn, args, kwargs)
         args = [_unwrap(a, name) for a in args]
         kwargs = {k: _unwrap(v, name) for k, v in kwargs.items()}
+        if name in WRAPPING:
+            kwargs.setdefault("mode", "wrap")
+        elif name == "take_along_axis":
+            bound = signature.bind(*args, **kwargs).arguments
+            a, indices, axis = bound["a"], bound["indices"], bound["axis"]
+            args, kwargs = [a, indices % a.shape[axis] if a.shape[axis] else indices, axis], {}
         if name == "where" and len(args) == 1 or name == "repeat" and isinstance(
                 kwargs.get("repeats", args[1] if len(args) > 1 else 0), np.ndarray) or name in SYNCING:
             counts.add("syncs", name)
@@ -600,6 +625,3 @@ def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
 def get_array_module(*args):
     from . import module
     return module() if any(isinstance(a, ndarray) for a in args) else np
-
-
-_alive = weakref.WeakSet()
