@@ -365,7 +365,6 @@ def test_sigkill_at_any_moment_leaves_a_checkpoint_to_resume_from(start_training
 def test_one_run_per_out_and_a_killed_run_leaves_no_stuck_lock(start_training, data_file, tmp_path):
     """A second run on a folder in use is refused, naming it and the holder's pid, and changes
     nothing; once the holder is killed (SIGKILL: no clean-up), --resume goes on."""
-    from gpt.checkpoint import LOCK
     out = tmp_path / "out"
     first = start_training(data_file, out, "--max-iters", "100000")
     wait_until(first, lambda: (out / CHECKPOINT).exists() and evaluations(out) >= 1, "an evaluation")
@@ -377,6 +376,7 @@ def test_one_run_per_out_and_a_killed_run_leaves_no_stuck_lock(start_training, d
     wait_until(first, lambda: evaluations(out) > seen, "the first run's next evaluation")   # it goes on
     first.kill()
     assert first.wait(timeout=10) == -signal.SIGKILL
+    from gpt.checkpoint import LOCK
     assert (out / LOCK).exists()   # left behind, but the kernel released the lock with the process
     step = assert_consistent_checkpoint(out, data_file.read_text())
     assert_resumes_from(data_file, out, step)
