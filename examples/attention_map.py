@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 
 import tensorlite as tl  # noqa: E402
-from gpt.cli import run  # noqa: E402
-from gpt.train import load_checkpoint, model_from_checkpoint  # noqa: E402
+from gpt.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from gpt.cli import ArgumentParser, run  # noqa: E402
 from tensorlite.backend import as_numpy  # noqa: E402
 
 NEEDS_MATPLOTLIB = 'this script needs matplotlib: pip install -e ".[viz]"'
@@ -86,7 +86,7 @@ def draw_layer(plt, att, chars, layer, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="an output directory or a ckpt.pkl file")
     p.add_argument("--prompt", default="ROMEO:", help="the text to look at (cropped to the last block_size characters)")
     p.add_argument("--out", default=None, help="where the PNGs go (default: the checkpoint's directory)")

@@ -19,12 +19,12 @@ from gpt import (  # noqa: E402
     load_text,
     train_val_split,
 )
-from gpt.cli import run  # noqa: E402
+from gpt.cli import ArgumentParser, run  # noqa: E402
 from gpt.train import estimate_loss  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="path to input.txt (else $TINYSHAKESPEARE_PATH or a download)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--block-size", type=int, default=8)

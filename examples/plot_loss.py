@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from gpt.cli import ArgumentParser  # noqa: E402
 from gpt.cli import run as run_script  # noqa: E402
 
 NEEDS_MATPLOTLIB = 'this script needs matplotlib: pip install -e ".[viz]"'
@@ -39,7 +40,7 @@ def read_metrics(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a training output directory (or its metrics.jsonl)")
     p.add_argument("--out", default=None, help="the PNG to write (default RUN/loss.png)")
     p.add_argument("--title", default=None, help="the plot's title (default: the run's directory name)")

@@ -12,12 +12,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 
 import tensorlite as tl  # noqa: E402
-from gpt.cli import run  # noqa: E402
-from gpt.train import load_checkpoint, model_from_checkpoint  # noqa: E402
+from gpt.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from gpt.cli import ArgumentParser, run  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="an output directory or a ckpt.pkl file")
     p.add_argument("--prompt", default="\n", help="text to continue (every character must be in the vocabulary)")
     p.add_argument("--max-new-tokens", type=int, default=500)

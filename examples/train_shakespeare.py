@@ -1,29 +1,51 @@
-"""Train the character-level GPT of "Let's build GPT" on Tiny Shakespeare.
+"""Train the character-level GPT of "Let's build GPT" on Tiny Shakespeare, or on your own text.
 
     python examples/train_shakespeare.py                    # a GPU if CuPy sees one, else the CPU
     python examples/train_shakespeare.py --device cpu       # the `cpu` preset: minutes on a laptop
     python examples/train_shakespeare.py --device cuda      # the `lecture` preset: 10.8M parameters
+    python examples/train_shakespeare.py --data mytext.txt  # your text, in out/mytext-PRESET
     python examples/train_shakespeare.py --resume           # continue from OUT/ckpt.pkl
 
-Every model and training setting has a flag (--n-layer, --learning-rate, ...), made from
-the GPTConfig and TrainConfig dataclasses; a flag overrides the preset.
+Every model and training setting has a flag (--n-layer, --learning-rate, ...), made from the
+GPTConfig and TrainConfig dataclasses; a flag overrides the preset. --resume takes the
+settings, the data file and the vocabulary from the checkpoint; flags may then change only
+how long the run goes, how it evaluates and saves, and where the schedule ends.
+
+Exit status: 0 done, 1 an error, 2 a mistaken flag, 130 stopped by Ctrl-C and 143 by SIGTERM
+(both save a checkpoint first and print the command that continues the run).
 """
 import argparse
 import dataclasses
+import shlex
+import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import tensorlite as tl  # noqa: E402
-from gpt import PRESETS, GPTConfig, TrainConfig, load_text, preset  # noqa: E402
+from gpt import PRESETS, GPTConfig, TrainConfig, preset  # noqa: E402
+from gpt.checkpoint import CHECKPOINT, TrainingError, load_checkpoint, resume_settings  # noqa: E402
+from gpt.cli import ArgumentParser  # noqa: E402
 from gpt.cli import run as run_script  # noqa: E402
+from gpt.data import data_path, dataset_name, load_text  # noqa: E402
 from gpt.train import run  # noqa: E402
 
 SKIP = {"vocab_size"}  # comes from the data
+MODEL_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)} - SKIP
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def add_dataclass_flags(parser, cls, title):
+def preset_values(field, part):
+    """What each preset sets a field to: "cpu preset: 64, lecture preset: 256", or one default."""
+    default = {f.name: f.default for f in dataclasses.fields(GPTConfig if part == "model" else TrainConfig)}[field]
+    values = {name: p[part].get(field, default) for name, p in sorted(PRESETS.items())}
+    if len(set(map(repr, values.values()))) == 1:
+        return f"(default: {default})"
+    return "(" + ", ".join(f"{name} preset: {value}" for name, value in values.items()) + ")"
+
+
+def add_dataclass_flags(parser, cls, part, title):
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         if f.name in SKIP:
@@ -31,26 +53,49 @@ def add_dataclass_flags(parser, cls, title):
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(preset or {f.default})")
+                               help=preset_values(f.name, part))
         else:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
             group.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
-                               help=f"(preset or {f.default})")
+                               help=preset_values(f.name, part))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    auto = "cuda" if tl.gpu_available() else "cpu"
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"Defaults come from the preset that runs, as listed beside each setting: cpu\n"
+                              f"on the CPU, lecture on cuda, or --preset's. On this machine --device auto\n"
+                              f"picks {auto}, so the {'lecture' if auto == 'cuda' else 'cpu'} preset runs.")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: cuda when CuPy sees a GPU, else cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="lecture on cuda, cpu on cpu by default")
-    p.add_argument("--data", default=None, help="path to input.txt (else $TINYSHAKESPEARE_PATH or a download)")
-    p.add_argument("--out", default=None, help="output directory (default out/shakespeare-PRESET)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pkl")
+                   help="the settings to start from (default: lecture on cuda, cpu on cpu)")
+    p.add_argument("--data", default=None,
+                   help="the text file to train on (default: $TINYSHAKESPEARE_PATH or a download of Tiny "
+                        "Shakespeare; with --resume, the checkpoint's)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: out/NAME-PRESET, NAME from the data: out/shakespeare-cpu "
+                        "for Tiny Shakespeare, out/mytext-cpu for mytext.txt)")
+    fresh_or_not = p.add_mutually_exclusive_group()
+    fresh_or_not.add_argument("--resume", action="store_true",
+                              help="continue the run in OUT, with its settings, data and vocabulary")
+    fresh_or_not.add_argument("--overwrite", action="store_true",
+                              help="start a new run in OUT even though it holds one (which is replaced)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_dataclass_flags(p, GPTConfig, "model (GPTConfig)")
-    add_dataclass_flags(p, TrainConfig, "training (TrainConfig)")
+    add_dataclass_flags(p, GPTConfig, "model", "model (GPTConfig)")
+    add_dataclass_flags(p, TrainConfig, "train", "training (TrainConfig)")
     return p.parse_args(argv)
+
+
+def resume_command(args, out):
+    """The command that continues this run: the checkpoint holds everything else."""
+    script = sys.argv[0] if Path(sys.argv[0]).resolve() == Path(__file__).resolve() else __file__
+    cmd = ["python", script, "--resume", "--out", str(out)]
+    if args.device != "auto":
+        cmd += ["--device", args.device]
+    if args.no_progress:
+        cmd += ["--no-progress"]
+    return shlex.join(cmd)
 
 
 def main(argv=None):
@@ -60,17 +105,40 @@ def main(argv=None):
         device = "cuda" if tl.gpu_available() else "cpu"
     tl.backend.check_device(device)
     name = args.preset or ("lecture" if device == "cuda" else "cpu")
-    text = load_text(args.data)
-    overrides = {k: v for k, v in vars(args).items()
-                 if v is not None and k in {f.name for f in dataclasses.fields(GPTConfig)}
-                 | {f.name for f in dataclasses.fields(TrainConfig)}}
-    overrides["vocab_size"] = len(set(text))
-    model_cfg, train_cfg = preset(name, **overrides)
-    out = Path(args.out or f"out/shakespeare-{name}")
-    print(f"preset {name} on {device}: {model_cfg}")
+    given = {k: v for k, v in vars(args).items() if v is not None and k in MODEL_FIELDS | TRAIN_FIELDS}
+    model_given = {k: v for k, v in given.items() if k in MODEL_FIELDS}
+    train_given = {k: v for k, v in given.items() if k in TRAIN_FIELDS}
+
+    path = text = None
+    if args.data is not None or not args.resume:   # a resumed run reads the checkpoint's data
+        path = data_path(args.data)
+        text = load_text(path)
+    out = Path(args.out) if args.out else Path("out") / f"{dataset_name(path, text) if text else 'shakespeare'}-{name}"
+    if args.resume:
+        if not (out / CHECKPOINT).exists():
+            raise TrainingError(f"nothing to resume: {out} holds no checkpoint ({CHECKPOINT}); "
+                                "leave out --resume to start a new run there")
+        state = load_checkpoint(out / CHECKPOINT)
+        model_cfg, train_cfg = resume_settings(state, model_given, train_given)
+        if text is None:
+            recorded = (state.get("data") or {}).get("path")
+            if recorded is None:
+                raise TrainingError(f"{out / CHECKPOINT} does not record its data file: pass --data PATH")
+            if not Path(recorded).is_file():
+                raise FileNotFoundError(f"the checkpoint's data file {recorded!r} is gone: pass --data PATH "
+                                        "to a copy of it")
+            path, text = Path(recorded), load_text(recorded)
+        del state
+        print(f"on {device}, the checkpoint's settings: {model_cfg}")
+    else:
+        model_cfg, train_cfg = preset(name, vocab_size=len(set(text)), **model_given, **train_given)
+        print(f"preset {name} on {device}: {model_cfg}")
     print(f"training: {train_cfg}")
-    result = run(model_cfg, train_cfg, text, out, device=device, resume=args.resume,
-                 progress=not args.no_progress)
+    print(f"data: {path}")
+    result = run(model_cfg, train_cfg, text, out, device=device, resume=args.resume, overwrite=args.overwrite,
+                 progress=not args.no_progress, data_path=path, resume_command=resume_command(args, out))
+    if result["interrupted"]:
+        return 128 + signal.Signals[result["interrupted"]].value
     if result["val_loss"] is not None:
         print(f"done: step {result['step']}, train loss {result['train_loss']:.4f}, "
               f"val loss {result['val_loss']:.4f}, {result['seconds']:.1f} s; checkpoint in {out}")

@@ -101,3 +101,37 @@ def preset(name, **overrides):
     model = {**p["model"], **{k: v for k, v in overrides.items() if k in model_names}}
     train = {**p["train"], **{k: v for k, v in overrides.items() if k in train_names}}
     return GPTConfig(**model), TrainConfig(**train)
+
+
+def parameter_count(model_config):
+    """The GPT's number of parameters: wte, wpe, L blocks, ln_f and lm_head (nanoGPT's layout)."""
+    V, T, C, L = model_config.vocab_size, model_config.block_size, model_config.n_embd, model_config.n_layer
+    b = 1 if model_config.bias else 0
+    per_block = (2 * (C + b * C)                    # ln_1, ln_2
+                 + 3 * C * C + b * 3 * C            # c_attn: q, k, v stacked
+                 + C * C + b * C                    # attention's c_proj
+                 + 4 * C * C + b * 4 * C            # mlp.c_fc
+                 + 4 * C * C + b * C)               # mlp.c_proj
+    head = 0 if model_config.tie_weights else V * C   # lm_head has no bias, as nanoGPT
+    return V * C + T * C + L * per_block + (C + b * C) + head
+
+
+def memory_estimate(model_config, batch_size, bytes_per_value=4):
+    """A lower bound on the bytes one training step needs, by part, for a float32 GPT:
+
+        state        = 4 P values: the weights, their gradients and AdamW's two moments
+        activations  = L (16 B T C + B nh T T) + 2 B T V values kept for backward: per block
+                       the LayerNorms, q/k/v, the MLP's (B, T, 4C) twice, and one (B, nh, T, T)
+                       attention matrix; the logits and their gradient
+        mask         = T T bytes: the causal mask each attention layer keeps
+
+    Measured peaks on the CPU are 1.1-1.5 times this (temporaries, dropout masks), so a run this
+    estimate says does not fit certainly does not.
+    """
+    B, T, C = batch_size, model_config.block_size, model_config.n_embd
+    L, nh, V = model_config.n_layer, model_config.n_head, model_config.vocab_size
+    return {
+        "activations": bytes_per_value * (L * (16 * B * T * C + B * nh * T * T) + 2 * B * T * V),
+        "parameters, gradients and AdamW state": bytes_per_value * 4 * parameter_count(model_config),
+        "attention mask": L * T * T,
+    }

@@ -139,9 +139,18 @@ def download_tinyshakespeare(cache_dir=None, timeout=30):
     return dest
 
 
-def load_text(path=None):
-    """Return the training text as a str, from the first of: path, $TINYSHAKESPEARE_PATH,
-    or Tiny Shakespeare in the cache directory (downloaded there if missing)."""
+def find_tinyshakespeare():
+    """The Tiny Shakespeare that load_text() would read without downloading: the file
+    $TINYSHAKESPEARE_PATH names, else the cached download; None when neither is there."""
+    for path in (os.environ.get("TINYSHAKESPEARE_PATH"), default_cache_dir() / "tinyshakespeare.txt"):
+        if path and Path(path).expanduser().is_file():
+            return Path(path).expanduser()
+    return None
+
+
+def data_path(path=None):
+    """The file load_text(path) reads: path, else $TINYSHAKESPEARE_PATH, else Tiny Shakespeare
+    in the cache directory (downloaded there if missing). Errors name where the path came from."""
     if path is not None:
         source = "--data"
     elif os.environ.get("TINYSHAKESPEARE_PATH"):
@@ -151,8 +160,20 @@ def load_text(path=None):
         if not path.exists():
             path = download_tinyshakespeare(path.parent)
     path = Path(path).expanduser()
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.txt"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise IsADirectoryError(f"data path {str(path)!r} (from {source}) is a directory, not a text "
+                                f"file{hint}: pass the file itself")
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} (from {source}) does not exist")
+    return path
+
+
+def load_text(path=None):
+    """Return the training text as a str, from the first of: path, $TINYSHAKESPEARE_PATH,
+    or Tiny Shakespeare in the cache directory (downloaded there if missing)."""
+    path = data_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -160,6 +181,21 @@ def load_text(path=None):
     if not text:
         raise ValueError(f"data file {str(path)!r} is empty (0 characters)")
     return text
+
+
+def text_sha256(text):
+    """The sha256 of text as UTF-8: what a checkpoint records of its data, to tell it changed."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def dataset_name(path, text):
+    """A short name for the data, for default output folders: "shakespeare" for Tiny
+    Shakespeare (by checksum, whatever the file is called), else the file's name without
+    its extension (mytext.txt -> "mytext")."""
+    if text_sha256(text) == TINYSHAKESPEARE_SHA256:
+        return "shakespeare"
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(path).stem).strip("._")
+    return name or "data"
 
 
 def train_val_split(ids, frac=0.9):

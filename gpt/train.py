@@ -1,23 +1,20 @@
-"""The training loop: batches, AdamW, evaluation, metrics, checkpoints, resume and sampling.
+"""The training loop: batches, AdamW, evaluation, metrics, checkpoints and sampling.
 
     model_cfg, train_cfg = gpt.preset("cpu")
     result = gpt.train.run(model_cfg, train_cfg, text, out_dir="out/cpu", device="cpu")
 
 Each evaluation prints the lecture's line, `step {i}: train loss {x:.4f}, val loss {y:.4f}`,
-appends the same numbers to OUT/metrics.jsonl and writes OUT/ckpt.pkl atomically (a
-temporary file, flushed, fsynced and renamed), so a killed run always leaves the last
-good checkpoint loadable. Resuming from it continues bit-identically on the CPU: the
-checkpoint holds the weights, the optimizer's moments, the step and every RNG state.
+appends the same numbers to OUT/metrics.jsonl and checkpoints OUT/ckpt.pkl (gpt/checkpoint.py:
+atomic, so a killed run always leaves the last good checkpoint loadable). Resuming from it
+continues bit-identically on the CPU: the checkpoint holds the weights, the optimizer's
+moments, the step and every RNG state. Only a state reached through finite losses and
+gradients is ever saved, and one run at a time trains in a folder.
 """
 import json
 import math
-import os
-import pickle
 import signal
 import sys
-import tempfile
 import time
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,66 +22,13 @@ import numpy as np
 import tensorlite as tl
 from tensorlite import backend
 
-from .config import GPTConfig
-from .data import CharTokenizer, get_batch, train_val_split
+from .checkpoint import (CHECKPOINT, FORMAT, LOCK, METRICS, RunLock, TrainingError,  # noqa: F401 (gpt.train.*)
+                         check_resume, check_same_text, first_nonfinite, load_checkpoint,
+                         model_from_checkpoint, restore_training_state, resume_settings, save_checkpoint,
+                         training_state, truncate_metrics)
+from .config import memory_estimate
+from .data import CharTokenizer, get_batch, text_sha256, train_val_split
 from .model import GPT
-
-CHECKPOINT = "ckpt.pkl"
-METRICS = "metrics.jsonl"
-FORMAT = "tensorlite-gpt/1"
-
-
-class TrainingError(RuntimeError):
-    """Training stopped: a non-finite loss or gradient, or a checkpoint that does not fit."""
-
-
-# ================================== checkpoints ==========================================
-
-def save_checkpoint(path, state):
-    """Pickle `state` to path atomically: write a temporary file beside it, flush, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_checkpoint(path):
-    """Read a checkpoint written by save_checkpoint; a clear error if it is missing or damaged.
-
-    Checkpoints are pickles: load only files you trust, as with torch.load.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    try:
-        with open(path, "rb") as f:
-            state = pickle.load(f)
-    except Exception as e:  # a damaged pickle can raise almost anything
-        raise TrainingError(f"checkpoint {str(path)!r} is truncated or corrupt "
-                            f"({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise TrainingError(f"{str(path)!r} is not a tensorlite-gpt checkpoint (format {FORMAT})")
-    return state
-
-
-def model_from_checkpoint(state, device="cpu"):
-    """(model, tokenizer) rebuilt from a checkpoint dict, on device."""
-    config = GPTConfig(**state["model_config"])
-    tl.manual_seed(0)
-    model = GPT(config)
-    model.load_state_dict(state["model"])
-    return model.to(device=device), CharTokenizer.from_chars(state["vocab"])
 
 
 # ================================== evaluation ===========================================
@@ -148,65 +92,110 @@ def _progress_bar(total, initial, enabled):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False, file=sys.stderr)
 
 
-def run(model_config, train_config, text, out_dir, device="cpu", resume=False, progress=True, log=print):
-    """Train a GPT on text; returns {"step", "train_loss", "val_loss", "sample", "seconds"}."""
-    tc, out_dir = train_config, Path(out_dir)
+def run(model_config, train_config, text, out_dir, device="cpu", resume=False, overwrite=False,
+        progress=True, log=print, data_path=None, resume_command=None):
+    """Train a GPT on text in out_dir; returns {"step", "train_loss", "val_loss", "sample",
+    "seconds", "interrupted"} ("interrupted": "SIGINT" or "SIGTERM" when a signal stopped it).
+
+    A new run refuses an out_dir holding a checkpoint unless overwrite=True (which replaces
+    it); resume=True continues that checkpoint, with only the settings in
+    gpt.checkpoint.CHANGEABLE_ON_RESUME allowed to differ, on the same text. data_path (the
+    file text came from) is recorded in the checkpoint for resuming; resume_command is what
+    the line printed on Ctrl-C or SIGTERM tells the user to run to continue.
+    """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run in "
+                         "out_dir, overwrite replaces it with a new one")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output folder {str(out_dir)!r} is a file, not a folder")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / CHECKPOINT
+    try:
+        with RunLock(out_dir):
+            return _run(model_config, train_config, text, out_dir, device, resume, overwrite, progress,
+                        log, data_path, resume_command)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):  # a run refused at the start leaves no empty folder
+            out_dir.rmdir()
+        raise
+
+
+def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, log, data_path, resume_command):
+    ckpt_path, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
     if resume:
+        if not ckpt_path.exists():
+            raise TrainingError(f"nothing to resume: {out_dir} holds no checkpoint ({CHECKPOINT}); "
+                                "leave out --resume to start a new run there")
         state = load_checkpoint(ckpt_path)
-        saved_cfg = GPTConfig(**state["model_config"])
-        if saved_cfg != model_config:
-            diff = {f.name: (getattr(saved_cfg, f.name), getattr(model_config, f.name))
-                    for f in fields(GPTConfig) if getattr(saved_cfg, f.name) != getattr(model_config, f.name)}
-            raise TrainingError(f"--resume: the checkpoint's model settings differ from these "
-                                f"(checkpoint, now): {diff}")
+        log(f"resuming from {ckpt_path} at step {state['step']}")
+        tc = check_resume(state, model_config, tc, log)
         tokenizer = CharTokenizer.from_chars(state["vocab"])
     else:
+        if ckpt_path.exists() and not overwrite:
+            raise TrainingError(f"{out_dir} already holds a training run ({CHECKPOINT}): pass --resume "
+                                "to continue it, or --overwrite to replace it with a new run")
         tokenizer = CharTokenizer(text)
+    digest = text_sha256(text)
+    if resume:
+        check_same_text(state, digest, data_path)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise ValueError(f"GPTConfig.vocab_size is {model_config.vocab_size} but the text has "
                          f"{tokenizer.vocab_size} distinct characters")
+    check_memory(model_config, tc, device)
     train_data, val_data = train_val_split(tokenizer.encode(text))
     for name, data in (("train", train_data), ("val", val_data)):
         if len(data) <= model_config.block_size:
             raise ValueError(f"the {name} split has {len(data)} characters, too few for "
                              f"block_size {model_config.block_size}: use more text or a smaller --block-size")
+    if data_path is not None:
+        data_path = str(Path(data_path).resolve())
+    elif resume:
+        data_path = (state.get("data") or {}).get("path")
+    data_record = {"path": data_path, "sha256": digest, "chars": len(text)}
 
     tl.manual_seed(tc.seed)
     model = GPT(model_config).to(device=device)
+    params = list(model.parameters())
     optimizer = model.configure_optimizer(tc.learning_rate, tc.weight_decay, (tc.beta1, tc.beta2))
     schedule = (tl.optim.WarmupCosine(optimizer, tc.warmup_iters, tc.lr_decay_iters or tc.max_iters, tc.min_lr)
                 if tc.lr_decay else None)
     batch_rng = np.random.default_rng(tc.seed)
-    step, best_val = 0, math.inf
+    step, best_val, saved_step = 0, math.inf, None
     if resume:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        batch_rng.bit_generator.state = state["rng"]["batches"]
-        backend.set_rng_state(state["rng"]["tensorlite"])
-        step, best_val = state["step"], state["best_val_loss"]
-        log(f"resuming from {ckpt_path} at step {step}")
-        _truncate_metrics(out_dir / METRICS, step)  # evaluations after the checkpoint are redone
-    elif (out_dir / METRICS).exists():
-        (out_dir / METRICS).unlink()  # a fresh run starts a fresh log
+        step, best_val = restore_training_state(state, model, optimizer, batch_rng)
+        saved_step = step
+        truncate_metrics(metrics_path, step, log)  # evaluations after the checkpoint are redone
+        del state
+    else:
+        for old in (metrics_path, ckpt_path):       # a new run starts a new log (and --overwrite
+            old.unlink(missing_ok=True)             # a new checkpoint)
     for stale in out_dir.glob(CHECKPOINT + ".*.tmp"):  # left by a run killed while saving
         stale.unlink()
 
+    def last_good():
+        if saved_step is None:
+            return "; no checkpoint was saved"
+        return f"; the last good checkpoint (step {saved_step}) is {ckpt_path}"
+
     def checkpoint(at_step):
-        save_checkpoint(ckpt_path, {
-            "format": FORMAT, "step": at_step, "best_val_loss": best_val,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "model_config": asdict(model_config), "train_config": asdict(tc),
-            "vocab": tokenizer.chars,
-            "rng": {"batches": batch_rng.bit_generator.state, "tensorlite": backend.get_rng_state()},
-        })
+        nonlocal saved_step
+        state = training_state(at_step, best_val, model, optimizer, batch_rng, model_config, tc,
+                               tokenizer.chars, data_record)
+        bad = first_nonfinite(state)
+        if bad is not None:   # a non-finite gradient or update in the step before: never save that
+            raise TrainingError(f"step {at_step}: {bad} is not finite after the update of step {at_step - 1} "
+                                "(its gradient or the update overflowed), so this state was not saved"
+                                + last_good())
+        save_checkpoint(ckpt_path, state)
+        saved_step = at_step
 
     B, T = tc.batch_size, model_config.block_size
     bar = _progress_bar(tc.max_iters, step, progress)
     write = bar.write if bar is not None else log
     t_start, tokens_per_s, losses = time.perf_counter(), 0.0, {}
     resumed_at = step if resume else None
+    interrupted = None
     model.train()
     with _StopRequest() as stop:
         while True:
@@ -218,10 +207,10 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
                                        B, T, seed=tc.seed + step)
                 write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 if not all(math.isfinite(v) for v in losses.values()):
-                    raise TrainingError(f"step {step}: the evaluation loss is not finite ({losses}); "
-                                        f"the last good checkpoint is {ckpt_path}")
+                    raise TrainingError(f"step {step}: the evaluation loss is not finite ({losses})"
+                                        + last_good())
                 best_val = min(best_val, losses["val"])
-                with open(out_dir / METRICS, "a") as f:
+                with open(metrics_path, "a") as f:
                     f.write(json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                                         "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
                                         "elapsed_s": time.perf_counter() - t_start}) + "\n")
@@ -231,9 +220,11 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
             if step >= tc.max_iters:
                 break
             if stop.requested:
-                checkpoint(step)
-                write(f"{stop.requested}: saved a checkpoint at step {step} in {ckpt_path}; "
-                      "continue with --resume")
+                if saved_step != step:
+                    checkpoint(step)
+                interrupted = stop.requested
+                write(f"{interrupted}: interrupted at step {step}, saved a checkpoint in {ckpt_path}; "
+                      f"continue with: {resume_command or 'the same call with resume=True'}")
                 break
 
             t0 = time.perf_counter()
@@ -241,17 +232,15 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
             _, loss = model(x, y)
             optimizer.zero_grad()
             loss.backward()
-            loss_value = loss.item()
+            norm = tl.optim.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip else None
+            loss_value = loss.item()                                  # the step's one host sync:
+            norm_value = float(norm) if norm is not None else None    # the norm is read with it
             if not math.isfinite(loss_value):
                 raise TrainingError(f"step {step}: the loss is {loss_value}"
-                                    + _first_nonfinite_op(model, x, y, tc.debug_nan)
-                                    + f"; the last good checkpoint is {ckpt_path}")
-            if tc.grad_clip:
-                norm = tl.optim.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                if not math.isfinite(norm):
-                    raise TrainingError(f"step {step}: the gradient norm is {norm}"
-                                        + _first_nonfinite_op(model, x, y, tc.debug_nan)
-                                        + f"; the last good checkpoint is {ckpt_path}")
+                                    + _first_nonfinite_op(model, x, y, tc.debug_nan) + last_good())
+            if norm_value is not None and not math.isfinite(norm_value):
+                raise TrainingError(f"step {step}: the gradient norm is {norm_value}"
+                                    + _first_nonfinite_op(model, x, y, tc.debug_nan) + last_good())
             optimizer.step()
             step += 1
             tokens_per_s = B * T / (time.perf_counter() - t0)
@@ -263,7 +252,7 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
 
     seconds = time.perf_counter() - t_start
     result = {"step": step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
-              "seconds": seconds, "sample": None}
+              "seconds": seconds, "sample": None, "interrupted": interrupted}
     if step >= tc.max_iters and tc.sample_chars:
         start = np.array([[tokenizer.stoi.get("\n", 0)]])
         ids = model.generate(start, tc.sample_chars, seed=tc.seed)
@@ -272,12 +261,49 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, p
     return result
 
 
-def _truncate_metrics(path, step):
-    """Keep only the metrics lines of evaluations up to `step` (those the checkpoint saw)."""
-    if not path.exists():
+# ================================ memory ====================================================
+
+def available_memory(device):
+    """Bytes a run may still allocate on device, or None when unknown: MemAvailable from
+    /proc/meminfo on the CPU; the GPU's free memory plus CuPy's pooled free blocks on cuda."""
+    if device == "cuda":
+        cp = getattr(backend, "cp", None)
+        try:
+            free, _ = cp.cuda.runtime.memGetInfo()
+            return int(free) + int(cp.get_default_memory_pool().free_bytes())
+        except Exception:  # no CuPy, no device, or a CuPy without these: do not guess
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _size(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def check_memory(model_config, train_config, device):
+    """Refuse, before anything is allocated, a model and batch whose training step cannot fit
+    in the memory available on device (gpt.config.memory_estimate, a lower bound)."""
+    parts = memory_estimate(model_config, train_config.batch_size)
+    need, have = sum(parts.values()), available_memory(device)
+    if have is None or need <= have:
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    detail = ", ".join(f"{name} {_size(n)}" for name, n in parts.items())
+    where = "the GPU has free" if device == "cuda" else "the machine has available (MemAvailable)"
+    raise TrainingError(
+        f"block_size {model_config.block_size} with batch_size {train_config.batch_size} "
+        f"(n_layer {model_config.n_layer}, n_head {model_config.n_head}, n_embd {model_config.n_embd}) "
+        f"needs at least {_size(need)} to train ({detail}), but {where} {_size(have)}: "
+        "use a smaller --block-size, --batch-size or model")
 
 
 def _first_nonfinite_op(model, x, y, debug):

@@ -1,6 +1,6 @@
 import hashlib
 import io
-import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,12 +15,19 @@ from gpt.data import CharTokenizer, DataError, get_batch, load_text, train_val_s
 SHARED_COPY = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
 
 
+def find_shakespeare_for_tests():
+    """$TINYSHAKESPEARE_PATH, else the download training caches, else a copy beside the checkout;
+    the skip says which variable to set."""
+    path = data.find_tinyshakespeare() or (SHARED_COPY if SHARED_COPY.is_file() else None)
+    if path is None:
+        pytest.skip("Tiny Shakespeare not found: set TINYSHAKESPEARE_PATH=/path/to/input.txt, or run "
+                    "python examples/train_shakespeare.py once to download it into the cache")
+    return path
+
+
 @pytest.fixture(scope="module")
 def shakespeare_path():
-    path = Path(os.environ.get("TINYSHAKESPEARE_PATH") or SHARED_COPY)
-    if not path.is_file():
-        pytest.skip(f"Tiny Shakespeare not found at {path}; set TINYSHAKESPEARE_PATH to input.txt")
-    return path
+    return find_shakespeare_for_tests()
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +174,23 @@ def test_load_text_missing_path(tmp_path, monkeypatch):
         load_text()
 
 
+def test_load_text_says_a_directory_is_a_directory(tmp_path, monkeypatch):
+    (tmp_path / "input.txt").write_text("some text")
+    with pytest.raises(IsADirectoryError, match=r"data path .* \(from --data\) is a directory, not a text file "
+                                                r"\(it holds input\.txt\): pass the file itself"):
+        load_text(tmp_path)
+    monkeypatch.setenv("TINYSHAKESPEARE_PATH", str(tmp_path))
+    with pytest.raises(IsADirectoryError, match=r"\(from TINYSHAKESPEARE_PATH\) is a directory"):
+        load_text()
+
+
+def test_dataset_name_is_shakespeare_by_checksum_else_the_file_name(shakespeare_path, shakespeare):
+    assert data.dataset_name(Path("anything/input.txt"), shakespeare) == "shakespeare"
+    assert data.dataset_name(Path("books/mytext.txt"), "my own text") == "mytext"
+    assert data.dataset_name(Path("my notes (v2).md"), "x") == "my_notes__v2"
+    assert data.dataset_name(Path("input.txt"), shakespeare[:-1]) == "input"   # not Tiny Shakespeare
+
+
 def test_load_text_empty_and_non_utf8(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(ValueError, match="empty.txt.*empty"):
@@ -222,3 +246,23 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert data.default_cache_dir() == Path.home() / ".cache" / "tensorlite-gpt"
     monkeypatch.setenv("TENSORLITE_CACHE", str(tmp_path / "mine"))
     assert data.default_cache_dir() == tmp_path / "mine"
+
+
+# --- where the tests find Tiny Shakespeare ---------------------------------------------------
+
+def test_the_tests_find_tiny_shakespeare_where_training_caches_it(cache, tmp_path, monkeypatch):
+    cached = cache / "tinyshakespeare.txt"                 # where load_text() downloads it to
+    cache.mkdir()
+    cached.write_text("First Citizen:\n")
+    assert data.find_tinyshakespeare() == cached
+    assert find_shakespeare_for_tests() == cached
+    monkeypatch.setenv("TINYSHAKESPEARE_PATH", str(tmp_path / "mine.txt"))
+    (tmp_path / "mine.txt").write_text("mine")
+    assert find_shakespeare_for_tests() == tmp_path / "mine.txt"   # the variable comes first
+
+
+def test_the_skip_without_tiny_shakespeare_names_the_variable_to_set(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "SHARED_COPY", tmp_path / "nowhere" / "input.txt")
+    assert data.find_tinyshakespeare() is None
+    with pytest.raises(pytest.skip.Exception, match=r"set TINYSHAKESPEARE_PATH=/path/to/input\.txt"):
+        find_shakespeare_for_tests()

@@ -1,5 +1,6 @@
 """The example scripts as a user runs them: flags made from the dataclasses, one-line errors
-without a traceback, and short end-to-end runs (on the real Tiny Shakespeare when it is here).
+without a traceback or usage dump, what --resume restores, and short end-to-end runs (on the real
+Tiny Shakespeare when it is here: $TINYSHAKESPEARE_PATH, or where training caches its download).
 """
 import dataclasses
 import importlib.util
@@ -16,6 +17,7 @@ import pytest
 
 import tensorlite as tl
 from gpt import GPTConfig, TrainConfig
+from gpt import data as gpt_data
 from gpt.train import CHECKPOINT, METRICS, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,24 +27,40 @@ TINY_FLAGS = ["--device", "cpu", "--no-progress", "--n-layer", "1", "--n-head", 
               "--block-size", "16", "--batch-size", "4", "--eval-iters", "1", "--sample-chars", "0"]
 
 
+SHARED_COPY = REPO.parent / "shared/data/tinyshakespeare/input.txt"  # beside a checkout, if anywhere
+
+
 def shakespeare_path():
-    path = Path(os.environ.get("TINYSHAKESPEARE_PATH")
-                or Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt")
-    if not path.is_file():
-        pytest.skip(f"Tiny Shakespeare not found at {path}; set TINYSHAKESPEARE_PATH")
+    """$TINYSHAKESPEARE_PATH, else the download training caches (gpt.data.default_cache_dir()),
+    else a copy beside the checkout; the skip says which variable to set."""
+    path = gpt_data.find_tinyshakespeare() or (SHARED_COPY if SHARED_COPY.is_file() else None)
+    if path is None:
+        pytest.skip("Tiny Shakespeare not found: set TINYSHAKESPEARE_PATH=/path/to/input.txt, or run "
+                    "python examples/train_shakespeare.py once to download it into the cache")
     return path
 
 
-def script(name, *args, timeout=120):
-    return subprocess.run([sys.executable, f"examples/{name}", *map(str, args)], cwd=REPO, env=ENV,
+def script(name, *args, timeout=120, cwd=REPO):
+    return subprocess.run([sys.executable, str(REPO / "examples" / name), *map(str, args)], cwd=cwd, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def assert_one_line_error(proc, *fragments, code=1):
     """Exit code `code`, and stderr is exactly one line `error: ...` holding every fragment."""
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    return assert_one_line(proc.stderr, *fragments)
+
+
+def assert_one_line(stderr, *fragments):
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     for fragment in fragments:
         assert fragment in lines[0]
@@ -98,12 +116,20 @@ def test_train_help_lists_a_flag_for_every_setting():
     flags = set(re.findall(r"--[a-z][a-z0-9-]*", proc.stdout))
     required = {"--n-layer", "--n-head", "--n-embd", "--block-size", "--batch-size", "--dropout",
                 "--max-iters", "--eval-interval", "--eval-iters", "--learning-rate", "--seed",
-                "--data", "--out", "--resume"}
+                "--data", "--out", "--resume", "--overwrite"}
     assert required <= flags
     from_dataclasses = {"--" + f.name.replace("_", "-") for cls in (GPTConfig, TrainConfig)
                         for f in dataclasses.fields(cls) if f.name != "vocab_size"}
     assert from_dataclasses <= flags, from_dataclasses - flags
     assert "--vocab-size" not in flags  # it comes from the data
+    # each setting shows what both presets set it to, not the dataclass's (the lecture's) default
+    text = " ".join(proc.stdout.split())
+    for flag, cpu, lecture in [("--block-size BLOCK_SIZE", 64, 256), ("--n-layer N_LAYER", 4, 6),
+                               ("--batch-size BATCH_SIZE", 12, 64), ("--learning-rate LEARNING_RATE", 0.001, 0.0003),
+                               ("--dropout DROPOUT", 0.0, 0.2)]:
+        assert f"{flag} (cpu preset: {cpu}, lecture preset: {lecture})" in text, flag
+    assert "--seed SEED (default: 1337)" in text
+    assert f"--device auto picks {'cuda' if tl.gpu_available() else 'cpu'}" in text
 
 
 @pytest.mark.skipif(tl.gpu_available(), reason="CuPy sees a GPU here: --device cuda works")
@@ -165,13 +191,125 @@ def test_train_refuses_a_data_file_too_short_for_block_size(tmp_path):
     assert_one_line_error(proc, "split", "block_size 16")
 
 
-def test_train_resume_with_another_model_setting_names_it(tiny_run, tmp_path, data_file):
+@pytest.mark.parametrize("flag, value, field, saved", [("--n-embd", "32", "n_embd", "16"),
+                                                       ("--learning-rate", "0.5", "learning_rate", "0.001")])
+def test_train_resume_with_a_setting_that_cannot_change_names_it(tiny_run, tmp_path, flag, value, field, saved):
     out = tmp_path / "out"
     shutil.copytree(tiny_run, out)
-    proc = script("train_shakespeare.py", "--data", data_file, "--out", out, *TINY_FLAGS,
-                  "--resume", "--n-embd", "32", "--max-iters", "9")
-    assert_one_line_error(proc, "n_embd", "(16, 32)")
+    proc = script("train_shakespeare.py", "--out", out, "--resume", flag, value, "--max-iters", "9")
+    assert_one_line_error(proc, f"cannot resume with {field} = {value}", f"trained with {field} = {saved}")
     assert load_checkpoint(out)["step"] == 6  # untouched
+
+
+def test_train_resume_restores_the_settings_data_and_vocabulary(tiny_run, tmp_path, data_file):
+    """`--resume --out OUT` alone: the tiny model, its data file and vocabulary come from the
+    checkpoint (without them this would build the cpu preset on Tiny Shakespeare)."""
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run, out)
+    before = load_checkpoint(out)
+    proc = script("train_shakespeare.py", "--out", out, "--resume", "--device", "cpu", "--no-progress",
+                  "--max-iters", "9")
+    assert proc.returncode == 0, proc.stderr
+    assert f"resuming from {out / CHECKPOINT} at step 6" in proc.stdout
+    assert f"data: {data_file}" in proc.stdout
+    assert step_numbers(proc.stdout) == [9]
+    after = load_checkpoint(out)
+    assert after["step"] == 9 and after["model_config"] == before["model_config"]
+    assert after["vocab"] == before["vocab"] and after["data"] == before["data"]
+    assert after["data"]["path"] == str(data_file.resolve())
+    moved = {"max_iters": 9, "lr_decay_iters": 6}  # the cosine still ends where the first run set it
+    assert after["train_config"] == {**before["train_config"], **moved}
+
+
+def test_train_resume_refuses_a_data_file_that_changed_or_is_gone(tmp_path, data_file):
+    data = tmp_path / "mytext.txt"
+    shutil.copy(data_file, data)
+    out = tmp_path / "out"
+    first = script("train_shakespeare.py", "--data", data, "--out", out, *TINY_FLAGS, "--max-iters", "3",
+                   "--eval-interval", "3")
+    assert first.returncode == 0, first.stderr
+    before = (out / CHECKPOINT).read_bytes()
+    data.write_text(data.read_text()[::-1])                                    # same characters, another text
+    changed = script("train_shakespeare.py", "--out", out, "--resume", "--max-iters", "6")
+    assert_one_line_error(changed, f"data file '{data}' is not the text this checkpoint was trained on")
+    data.unlink()
+    gone = script("train_shakespeare.py", "--out", out, "--resume", "--max-iters", "6")
+    assert_one_line_error(gone, f"the checkpoint's data file '{data}' is gone: pass --data PATH")
+    assert (out / CHECKPOINT).read_bytes() == before
+
+
+def test_train_resume_without_a_checkpoint_says_so(tmp_path, data_file):
+    proc = script("train_shakespeare.py", "--data", data_file, "--out", tmp_path / "none", "--resume")
+    assert_one_line_error(proc, f"nothing to resume: {tmp_path / 'none'} holds no checkpoint",
+                          "leave out --resume")
+    assert not (tmp_path / "none").exists()
+
+
+def test_train_refuses_an_out_holding_a_run_unless_told_to_overwrite(tiny_run, tmp_path, data_file):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run, out)
+    before = {name: (out / name).read_bytes() for name in (CHECKPOINT, METRICS)}
+    proc = script("train_shakespeare.py", "--data", data_file, "--out", out, *TINY_FLAGS, "--max-iters", "2")
+    assert_one_line_error(proc, f"{out} already holds a training run", "--resume", "--overwrite")
+    assert {name: (out / name).read_bytes() for name in before} == before
+    again = script("train_shakespeare.py", "--data", data_file, "--out", out, *TINY_FLAGS, "--max-iters", "2",
+                   "--eval-interval", "2", "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(out)["step"] == 2 and step_numbers(again.stdout) == [0, 2]
+
+
+@pytest.mark.parametrize("data", ["mytext", "Tiny Shakespeare"])
+def test_the_default_out_is_named_after_the_data(tmp_path, data_file, data):
+    """Tiny Shakespeare (known by its checksum, whatever its file is called) trains in
+    out/shakespeare-cpu; mytext.txt in out/mytext-cpu."""
+    path, folder = tmp_path / "mytext.txt", "mytext-cpu"
+    if data == "Tiny Shakespeare":
+        path, folder = tmp_path / "input.txt", "shakespeare-cpu"
+        shutil.copy(shakespeare_path(), path)
+    else:
+        shutil.copy(data_file, path)
+    proc = script("train_shakespeare.py", "--data", path, *TINY_FLAGS, "--max-iters", "1", "--eval-interval", "1",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(tmp_path / "out") == [folder]
+    assert proc.stdout.rstrip().endswith(f"checkpoint in {Path('out') / folder}")
+    assert load_checkpoint(tmp_path / "out" / folder)["data"]["path"] == str(path.resolve())
+
+
+def test_train_names_a_data_directory(tmp_path):
+    proc = script("train_shakespeare.py", "--data", tmp_path, "--out", tmp_path / "out", *TINY_FLAGS)
+    assert_one_line_error(proc, f"data path '{tmp_path}' (from --data) is a directory, not a text file")
+
+
+def test_train_refuses_a_size_that_cannot_fit_before_allocating(tmp_path):
+    """block_size 100000 asks for hundreds of GiB: one line at once, no MemoryError a minute later
+    (the sizes are checked before the data is split, so a short text does here)."""
+    text = tmp_path / "short.txt"
+    text.write_text("to be or not to be " * 1_000)
+    proc = script("train_shakespeare.py", "--data", text, "--out", tmp_path / "out", *TINY_FLAGS,
+                  "--block-size", "100000", timeout=30)
+    assert_one_line_error(proc, "block_size 100000 with batch_size 4", "needs at least", "GiB to train",
+                          "use a smaller --block-size")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_misspelt_flag_gets_one_line_with_did_you_mean():
+    proc = script("train_shakespeare.py", "--lerning-rate", "0.1")
+    assert_one_line_error(proc, "unrecognized argument --lerning-rate (did you mean --learning-rate?)", code=2)
+
+
+@pytest.mark.parametrize("name, argv, suggestion", [
+    ("sample", ["--checkpoint", "x", "--temprature", "0.8"], "--temperature"),
+    ("bigram", ["--max-iter=5", "--lerning-rate", "1"], "--learning-rate"),
+    ("plot_loss", ["run", "--titel", "x"], "--title"),
+    ("attention_map", ["--checkpoint", "x", "--promt", "ROMEO"], "--prompt"),
+])
+def test_every_example_suggests_the_flag_it_knows(capsys, name, argv, suggestion):
+    with pytest.raises(SystemExit) as exit:
+        load_example(name).main(argv)
+    assert exit.value.code == 2
+    line = assert_one_line(capsys.readouterr().err, f"(did you mean {suggestion}?)")
+    assert line.endswith("; see --help")
 
 
 def test_train_resume_from_a_truncated_checkpoint_says_so(tiny_run, tmp_path, data_file):

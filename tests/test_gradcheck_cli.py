@@ -53,3 +53,13 @@ def test_the_cli_names_unknown_ops(capsys):
         main(["--op", "softmaxx"])
     assert e.value.code == 2
     assert "unknown op(s) softmaxx" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(tl.gpu_available(), reason="CuPy sees a GPU here: --device cuda runs the checks")
+def test_the_cli_on_cuda_without_a_gpu_says_so_in_one_line(capsys):
+    assert main(["--device", "cuda"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""                              # not even the table's header
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "GPU" in lines[0] and "pip install" in lines[0]

@@ -1,5 +1,6 @@
-"""gpt.train: exact resume, determinism, the log and checkpoint formats, atomic checkpoints,
-a run killed at any moment, Ctrl-C and SIGTERM, non-finite losses, and the errors users meet.
+"""gpt.train and gpt.checkpoint: exact resume, determinism, the log and checkpoint formats, atomic
+checkpoints, a run killed at any moment, Ctrl-C and SIGTERM, non-finite losses, what a resume may
+change, one run per folder, damaged metrics, and the errors users meet.
 
 Every run trains a 1-layer, 16-wide GPT on a made-up text, so it takes a fraction of a second.
 The subprocess tests drive examples/train_shakespeare.py, as a user would.
@@ -10,6 +11,7 @@ import os
 import pickle
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -57,7 +59,7 @@ def configs(text=TEXT, **overrides):
     return preset("cpu", **{**settings, **overrides})
 
 
-def train(out_dir, text=TEXT, resume=False, log=None, **overrides):
+def train(out_dir, text=TEXT, resume=False, log=None, overwrite=False, **overrides):
     """One in-process run; returns (result, printed lines)."""
     lines = []
 
@@ -65,7 +67,8 @@ def train(out_dir, text=TEXT, resume=False, log=None, **overrides):
         lines.append(line)
         if log is not None:
             log(line)
-    result = run(*configs(text, **overrides), text, out_dir, resume=resume, progress=False, log=record)
+    result = run(*configs(text, **overrides), text, out_dir, resume=resume, overwrite=overwrite, progress=False,
+                 log=record)
     return result, lines
 
 
@@ -151,9 +154,9 @@ def test_resume_after_ctrl_c_is_exact_with_lr_decay_warmup_and_grad_clip(tmp_pat
     handler_before = signal.getsignal(signal.SIGINT)
     stopped, lines = train(tmp_path / "stopped", log=press_ctrl_c_at_step_10, **settings)
     assert signal.getsignal(signal.SIGINT) is handler_before  # the run put the handler back
-    assert stopped["step"] == 10
-    assert lines[-1] == (f"SIGINT: saved a checkpoint at step 10 in {tmp_path / 'stopped' / CHECKPOINT}; "
-                         "continue with --resume")
+    assert stopped["step"] == 10 and stopped["interrupted"] == "SIGINT"
+    assert lines[-1] == (f"SIGINT: interrupted at step 10, saved a checkpoint in {tmp_path / 'stopped' / CHECKPOINT}; "
+                         "continue with: the same call with resume=True")
     _, resumed = train(tmp_path / "stopped", resume=True, **settings)
     assert step_lines(resumed, after=10) == step_lines(one_go, after=10)
     assert_same_state(load_checkpoint(tmp_path / "one-go"), load_checkpoint(tmp_path / "stopped"))
@@ -215,10 +218,11 @@ def test_log_lines_metrics_and_checkpoint_contents(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [CHECKPOINT, METRICS]
 
 
-def test_a_fresh_run_starts_a_fresh_metrics_log(tmp_path):
+def test_overwrite_starts_a_fresh_metrics_log(tmp_path):
     train(tmp_path)
-    train(tmp_path, max_iters=10)
+    train(tmp_path, max_iters=10, overwrite=True)
     assert [m["step"] for m in read_metrics(tmp_path)] == [0, 5, 10]
+    assert load_checkpoint(tmp_path)["step"] == 10
 
 
 # ---- atomic checkpoints ---------------------------------------------------------------------
@@ -328,8 +332,9 @@ def assert_consistent_checkpoint(out, text):
     return step
 
 
-def assert_resumes_from(data, out, step):
-    done = resume_to(data, out, step + 6)
+def assert_resumes_from(data, out, step, done=None):
+    """--resume (or the finished process `done`) continued the run in out from step to step + 6."""
+    done = done or resume_to(data, out, step + 6)
     assert done.returncode == 0, done.stderr
     assert f"resuming from {out / CHECKPOINT} at step {step}" in done.stdout
     later = [int(m[1]) for m in map(STEP_LINE.match, done.stdout.splitlines()) if m]
@@ -357,29 +362,57 @@ def test_sigkill_at_any_moment_leaves_a_checkpoint_to_resume_from(start_training
         assert_resumes_from(data_file, out, step)
 
 
+def test_one_run_per_out_and_a_killed_run_leaves_no_stuck_lock(start_training, data_file, tmp_path):
+    """A second run on a folder in use is refused, naming it and the holder's pid, and changes
+    nothing; once the holder is killed (SIGKILL: no clean-up), --resume goes on."""
+    out = tmp_path / "out"
+    first = start_training(data_file, out, "--max-iters", "100000")
+    wait_until(first, lambda: (out / CHECKPOINT).exists() and evaluations(out) >= 1, "an evaluation")
+    second = resume_to(data_file, out, 100000)
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert second.stderr == (f"error: {out} is in use by another training run (pid {first.pid}); "
+                             "wait for it to finish or stop it, or pass another --out\n")
+    seen = evaluations(out)
+    wait_until(first, lambda: evaluations(out) > seen, "the first run's next evaluation")   # it goes on
+    first.kill()
+    assert first.wait(timeout=10) == -signal.SIGKILL
+    from gpt.checkpoint import LOCK
+    assert (out / LOCK).exists()   # left behind, but the kernel released the lock with the process
+    step = assert_consistent_checkpoint(out, data_file.read_text())
+    assert_resumes_from(data_file, out, step)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ctrl_c_and_sigterm_save_a_checkpoint_and_exit_cleanly(start_training, data_file, tmp_path, sig):
+def test_ctrl_c_and_sigterm_save_a_checkpoint_and_exit_128_plus_the_signal(start_training, data_file, tmp_path, sig):
+    """Exit 130 (SIGINT) or 143 (SIGTERM), so `train && sample` stops; no `done:` line; one line
+    saying the run was interrupted, with the command that continues it, which does."""
     out = tmp_path / "out"
     proc = start_training(data_file, out, "--max-iters", "100000")
     wait_until(proc, lambda: evaluations(out) >= 2, "two evaluations")
     proc.send_signal(sig)
-    assert proc.wait(timeout=30) == 0, proc.log_path.read_text()
+    assert proc.wait(timeout=30) == 128 + sig, proc.log_path.read_text()
     output = proc.log_path.read_text()
-    assert "Traceback" not in output
-    saved = re.search(rf"^{sig.name}: saved a checkpoint at step (\d+) in (.+); continue with --resume$",
+    assert "Traceback" not in output and "done:" not in output
+    saved = re.search(rf"^{sig.name}: interrupted at step (\d+), saved a checkpoint in (.+); continue with: (.+)$",
                       output, re.MULTILINE)
     assert saved, output
     step = int(saved[1])
     assert Path(saved[2]) == out / CHECKPOINT
     assert assert_consistent_checkpoint(out, data_file.read_text()) == step
-    assert_resumes_from(data_file, out, step)
+    command = shlex.split(saved[3])
+    assert command[:2] == ["python", TRAIN_SCRIPT] and "--resume" in command
+    assert "--data" not in command and "--n-embd" not in command  # the checkpoint holds them
+    done = subprocess.run([sys.executable, *command[1:], "--max-iters", str(step + 6)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert_resumes_from(data_file, out, step, done)
 
 
 # ---- non-finite losses ----------------------------------------------------------------------
 
-def poisoned_gpt(parameter, at_step=None, after_update=None):
+def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_update=None):
     """gpt.train.GPT, but `parameter` is filled with NaN just before the training forward pass of
-    step `at_step`, or just after the optimizer update number `after_update`.
+    step `at_step`, or just after the optimizer update number `after_update`; or its gradient is
+    filled with Inf just before update number `inf_gradient_at_update` (the loss stays finite).
 
     A huge learning rate does produce NaN, but after a number of steps that depends on every
     op's rounding; poisoning a chosen weight at a chosen step is exact, and chooses which op
@@ -397,6 +430,8 @@ def poisoned_gpt(parameter, at_step=None, after_update=None):
             update, updates = optimizer.step, []
 
             def step():
+                if len(updates) + 1 == inf_gradient_at_update:
+                    dict(self.named_parameters())[parameter].grad[...] = np.inf
                 update()
                 updates.append(1)
                 if len(updates) == after_update:
@@ -426,7 +461,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_good_checkpoint(
 def test_debug_nan_names_the_op_that_first_produced_it(tmp_path, monkeypatch, parameter, op):
     monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt(parameter, at_step=7))
     with pytest.raises(TrainingError, match=rf"^step 7: the loss is nan \({op}\.forward produced NaN\); "
-                                            rf"the last good checkpoint is .*{CHECKPOINT}$"):
+                                            rf"the last good checkpoint \(step 5\) is .*{CHECKPOINT}$"):
         train(tmp_path, debug_nan=True)
 
 
@@ -440,7 +475,8 @@ def test_a_nan_gradient_norm_stops_training_with_grad_clip(tmp_path, monkeypatch
         return float("nan") if len(calls) == 8 else norm
     monkeypatch.setattr(tl.optim, "clip_grad_norm_", clip_overflowing_at_step_7)
     last_good = re.escape(str(tmp_path / CHECKPOINT))
-    with pytest.raises(TrainingError, match=rf"^step 7: the gradient norm is nan.*checkpoint is {last_good}$"):
+    with pytest.raises(TrainingError,
+                       match=rf"^step 7: the gradient norm is nan.*checkpoint \(step 5\) is {last_good}$"):
         train(tmp_path, grad_clip=1.0)
     assert load_checkpoint(tmp_path)["step"] == 5
 
@@ -460,6 +496,138 @@ def test_a_nan_evaluation_does_not_overwrite_the_last_good_checkpoint(tmp_path, 
     state = load_checkpoint(tmp_path)
     assert state["step"] == 5
     assert all(np.isfinite(w).all() for w in state["model"].values())
+
+
+POISONS = {
+    "weights made NaN by update 7": dict(after_update=7),
+    "an infinite gradient in update 7, with a finite loss": dict(inf_gradient_at_update=7),
+}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # AdamW's inf / inf
+@pytest.mark.parametrize("poison", POISONS.values(), ids=POISONS.keys())
+def test_checkpoint_interval_never_saves_a_non_finite_state(tmp_path, monkeypatch, poison):
+    """With a checkpoint every step, the state after a bad update (step 7) is refused before it
+    is written: the checkpoint the error names is step 6's, finite, and it resumes."""
+    monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", **poison))
+    last_good = re.escape(str(tmp_path / CHECKPOINT))
+    with pytest.raises(TrainingError, match=r"^step 7: lm_head\.weight is not finite after the update of step 6 .*"
+                                            rf"the last good checkpoint \(step 6\) is {last_good}$"):
+        train(tmp_path, checkpoint_interval=1)
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 6
+    assert all(np.isfinite(w).all() for w in state["model"].values())
+    assert all(np.isfinite(m["exp_avg_sq"]).all() for m in state["optimizer"]["state"].values())
+    monkeypatch.undo()
+    result, _ = train(tmp_path, resume=True, checkpoint_interval=1)
+    assert result["step"] == 20 and math.isfinite(result["val_loss"])
+
+
+# ---- a folder holds one run -----------------------------------------------------------------
+
+def test_a_new_run_refuses_a_folder_holding_a_checkpoint(trained):
+    """Neither the checkpoint nor the metrics of the run already there are touched."""
+    before = {name: (trained / name).read_bytes() for name in (CHECKPOINT, METRICS)}
+    with pytest.raises(TrainingError, match=r"already holds a training run \(ckpt\.pkl\): pass --resume to "
+                                            r"continue it, or --overwrite to replace it"):
+        train(trained, max_iters=10)
+    assert {name: (trained / name).read_bytes() for name in before} == before
+
+
+def test_a_second_run_in_a_locked_folder_is_refused_naming_the_holder(trained):
+    from gpt.checkpoint import LOCK, RunLock
+    before = {name: (trained / name).read_bytes() for name in (CHECKPOINT, METRICS)}
+    (trained / (CHECKPOINT + ".x1.tmp")).write_bytes(b"the holder's save in flight")
+    with RunLock(trained):
+        assert (trained / LOCK).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(TrainingError, match=rf"^{re.escape(str(trained))} is in use by another training "
+                                                rf"run \(pid {os.getpid()}\)"):
+            train(trained, resume=True, max_iters=25)
+        assert (trained / (CHECKPOINT + ".x1.tmp")).exists()   # the holder's temporary file is left alone
+        assert {name: (trained / name).read_bytes() for name in before} == before
+    assert not (trained / LOCK).exists()
+    assert train(trained, resume=True, max_iters=25)[0]["step"] == 25  # released: the folder is usable again
+
+
+# ---- a damaged metrics log ------------------------------------------------------------------
+
+DAMAGE = {  # name: (damage to the log of steps 0, 5, 10; the damaged line's number; steps left after resuming)
+    "a truncated last line": (lambda log: log + '{"step": 15, "train_lo', 4, [0, 5, 10, 15, 20]),
+    "garbage appended": (lambda log: log + "\x00\x00\x00 not json at all\n", 4, [0, 5, 10, 15, 20]),
+    "a damaged line among good ones": (lambda log: log.replace('{"step": 5,', '{"step": 5 x', 1), 2,
+                                       [0, 10, 15, 20]),
+    "a line with no step": (lambda log: log + '{"train_loss": 1.0}\n', 4, [0, 5, 10, 15, 20]),
+}
+
+
+@pytest.mark.parametrize("damage, line, steps", DAMAGE.values(), ids=DAMAGE.keys())
+def test_damaged_metrics_lines_are_dropped_with_a_warning_and_resume_goes_on(tmp_path, damage, line, steps):
+    train(tmp_path, max_iters=10)
+    path = tmp_path / METRICS
+    path.write_text(damage(path.read_text()))
+    result, lines = train(tmp_path, resume=True)
+    assert result["step"] == 20
+    warnings = [text for text in lines if text.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {path}:{line}: dropped a damaged line")
+    assert [m["step"] for m in read_metrics(tmp_path)] == steps
+
+
+# ---- memory ---------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="no /proc/meminfo to read MemAvailable from")
+def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    """block_size 100000: 300 GiB of attention matrices for this tiny model. Refused at once,
+    naming what it needs and what there is, without building the model (whose mask is 10 GB)."""
+    def no_model(config):
+        raise AssertionError("the model was built")
+    monkeypatch.setattr(gpt.train, "GPT", no_model)
+    size = r"[\d.]+ [GT]iB"
+    with pytest.raises(TrainingError, match=rf"^block_size 100000 with batch_size 4 \(n_layer 1, n_head 2, n_embd 16\) "
+                                            rf"needs at least {size} to train \(activations {size}, .*attention mask "
+                                            rf"{size}\), but the machine has available \(MemAvailable\) {size}"):
+        train(tmp_path, block_size=100_000)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_gpu_memory_check_counts_free_memory_and_cupys_pool(monkeypatch):
+    from types import SimpleNamespace
+
+    from gpt.train import available_memory, check_memory
+    fake = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(memGetInfo=lambda: (3 << 30, 80 << 30))),
+                           get_default_memory_pool=lambda: SimpleNamespace(free_bytes=lambda: 1 << 30))
+    monkeypatch.setattr(tl.backend, "cp", fake)
+    assert available_memory("cuda") == 4 << 30
+    check_memory(*preset("lecture", vocab_size=65), "cuda")    # about 3 GiB: fits
+    with pytest.raises(TrainingError, match=r"needs at least 1[\d.]+ GiB .*but the GPU has free 4\.0 GiB"):
+        check_memory(*preset("lecture", vocab_size=65, block_size=1024), "cuda")
+    monkeypatch.setattr(tl.backend, "cp", None)
+    assert available_memory("cuda") is None                     # unknown: no refusal on a guess
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(block_size=128, n_embd=16, n_head=4, n_layer=2)],
+                         ids=["cpu preset", "attention-heavy"])
+def test_the_memory_estimate_is_a_lower_bound_of_a_measured_step(overrides):
+    """The refusal must never stop a run that fits: the estimate stays below the traced peak of
+    building the model and taking one training step (NumPy reports its arrays to tracemalloc)."""
+    import tracemalloc
+
+    from gpt.config import memory_estimate
+    model_cfg, train_cfg = preset("cpu", vocab_size=65, **overrides)
+    x = np.random.default_rng(0).integers(0, 65, (train_cfg.batch_size, model_cfg.block_size))
+    tracemalloc.start()
+    try:
+        tl.manual_seed(0)
+        model = GPT(model_cfg)
+        optimizer = model.configure_optimizer(1e-3, 0.1, (0.9, 0.99))
+        _, loss = model(x, x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = sum(memory_estimate(model_cfg, train_cfg.batch_size).values())
+    assert peak / 3 < estimate <= peak, (estimate, peak)
 
 
 # ---- clear errors ---------------------------------------------------------------------------
@@ -579,9 +747,53 @@ def test_loading_another_configs_weights_names_the_mismatch_and_changes_nothing(
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
-def test_resuming_with_another_model_setting_names_it(trained):
-    with pytest.raises(TrainingError, match=r"model settings differ.*'n_embd': \(16, 32\)"):
-        train(trained, resume=True, n_embd=32)
+@pytest.mark.parametrize("field, value", [("n_embd", 32), ("dropout", 0.1), ("learning_rate", 0.5),
+                                          ("batch_size", 8), ("seed", 7), ("grad_clip", 1.0)])
+def test_resuming_with_a_setting_that_cannot_change_midway_names_it(trained, field, value):
+    before = (trained / CHECKPOINT).read_bytes()
+    with pytest.raises(TrainingError, match=rf"^cannot resume with {field} = {value}: the checkpoint was "
+                                            rf"trained with {field} = .*max_iters, eval_interval"):
+        train(trained, resume=True, **{field: value})
+    assert (trained / CHECKPOINT).read_bytes() == before
+
+
+def test_resume_may_change_how_long_and_how_often(trained):
+    """max_iters, eval_interval, eval_iters and checkpoint_interval change mid-run."""
+    _, lines = train(trained, resume=True, max_iters=26, eval_interval=3, eval_iters=1, checkpoint_interval=2)
+    assert [int(STEP_LINE.match(line)[1]) for line in step_lines(lines)] == [21, 24, 26]
+    state = load_checkpoint(trained)
+    assert state["step"] == 26 and state["train_config"]["eval_interval"] == 3
+
+
+def test_resume_to_fewer_steps_than_the_checkpoint_has_is_refused(trained):
+    with pytest.raises(TrainingError, match=r"^cannot resume with max_iters = 10: the checkpoint is already at "
+                                            r"step 20"):
+        train(trained, resume=True, max_iters=10)
+
+
+def test_resume_keeps_the_schedule_ending_where_it_did(tmp_path):
+    """lr_decay with lr_decay_iters 0 ends the cosine at max_iters: resuming 10 steps to 20 keeps it
+    ending at 10 (then min_lr), as one run with lr_decay_iters=10 does, instead of bending it."""
+    settings = dict(lr_decay=True, warmup_iters=2, min_lr=1e-4)
+    train(tmp_path / "one-go", lr_decay_iters=10, **settings)
+    train(tmp_path / "resumed", max_iters=10, **settings)
+    _, lines = train(tmp_path / "resumed", resume=True, **settings)
+    assert "the learning-rate schedule still ends at step 10, the checkpoint's max_iters" in lines[1]
+    assert_same_state(load_checkpoint(tmp_path / "one-go"), load_checkpoint(tmp_path / "resumed"))
+    assert load_checkpoint(tmp_path / "resumed")["train_config"]["lr_decay_iters"] == 10
+
+
+def test_resume_refuses_another_text(trained):
+    """The checkpoint records its text's sha256: a changed file is refused, naming both digests."""
+    changed = TEXT[:-1] + ("a" if TEXT[-1] != "a" else "b")
+    with pytest.raises(TrainingError, match=r"^the text is not the one this checkpoint was trained on \(its "
+                                            r"sha256 is [0-9a-f]{12}"):
+        train(trained, text=changed, resume=True)
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    with pytest.raises(TrainingError, match=rf"^nothing to resume: {re.escape(str(tmp_path))} holds no checkpoint"):
+        train(tmp_path, resume=True)
 
 
 @pytest.mark.parametrize("field, value", [

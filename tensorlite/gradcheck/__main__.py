@@ -4,12 +4,15 @@ Checks every op's backward against central differences, in float64, with random 
 and random upstream gradients, prints a table and exits non-zero if any check fails.
 """
 import argparse
+import sys
 
 import numpy as np
 
 from .. import functional as F
+from ..backend import DeviceError, check_device
 from ..tensor import tensor
 from . import gradcheck_report
+
 
 def op_cases(rng):
     """One check per op: name -> (Function subclass, fn, inputs), random shapes drawn from rng.
@@ -78,6 +81,11 @@ def main(argv=None):
     p.add_argument("--op", action="append", help="check only this op (repeatable); default all")
     p.add_argument("--seed", type=int, default=0, help="seed of the shapes, values and upstream gradients")
     args = p.parse_args(argv)
+    try:
+        check_device(args.device)
+    except DeviceError as e:   # no CuPy, or no GPU: one line, not a traceback from the first op
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     cases = op_cases(np.random.default_rng(args.seed))
     names = args.op or sorted(cases)
