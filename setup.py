@@ -13,7 +13,8 @@ setup(
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=13"],
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5"],  # matplotlib: the picture tests
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5",  # matplotlib: the picture tests
+                 "nbclient>=0.7", "ipykernel>=6"],  # run notebooks/lets-build-gpt.ipynb in tests
         "bench": ["torch"],
         "viz": ["matplotlib>=3.5"],
     },
