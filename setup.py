@@ -17,5 +17,6 @@ setup(
                  "nbclient>=0.7", "ipykernel>=6"],  # run notebooks/lets-build-gpt.ipynb in tests
         "bench": ["torch"],
         "viz": ["matplotlib>=3.5"],
+        "docs": ["pdoc>=14"],  # python docs/api/generate.py writes the API reference in docs/api/
     },
 )

@@ -264,3 +264,4 @@ STAGES = {s.name: s for s in [
           n_head=6, n_layer=6, dropout=0.2, lecture_val_loss=1.48,
           lecture_source="the lecture's video; no commit message carries it"),
 ]}
+"""The lecture's seven stages by name, in order: each commit's model and hyperparameters."""

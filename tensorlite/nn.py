@@ -59,6 +59,7 @@ class Module:
     training = True
 
     def forward(self, *args, **kwargs):
+        """What the module computes; calling the module, `module(x)`, runs it."""
         raise NotImplementedError  # abstract
 
     def __call__(self, *args, **kwargs):
@@ -66,19 +67,23 @@ class Module:
 
     # ---- the tree of modules and parameters ----------------------------------------------
     def named_children(self):
+        """(attribute name, submodule) for each direct submodule, in the order they were set."""
         for name, value in vars(self).items():
             if isinstance(value, Module):
                 yield name, value
 
     def children(self):
+        """The direct submodules, in the order they were set."""
         return [m for _, m in self.named_children()]
 
     def named_modules(self, prefix=""):
+        """(dotted name, module) for this module ("") and every module below it, parents first."""
         yield prefix, self
         for name, child in self.named_children():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self):
+        """This module and every module below it, parents first."""
         return [m for _, m in self.named_modules()]
 
     def _named_parameters_all(self, recurse=True):
@@ -160,11 +165,13 @@ class Module:
 
     # ---- modes and gradients ----------------------------------------------------------------
     def train(self, mode=True):
+        """Training mode (dropout on) for this module and all below it; train(False) is eval()."""
         for m in self.modules():
             m.training = mode
         return self
 
     def eval(self):
+        """Evaluation mode (dropout off) for this module and all below it."""
         return self.train(False)
 
     def zero_grad(self, set_to_none=True):
@@ -254,6 +261,7 @@ class Module:
         return f"{type(self).__name__}({body})"
 
     def extra_repr(self):
+        """The settings shown in the module's repr, e.g. "in_features=4, out_features=3, bias=True"."""
         return ""
 
 
@@ -366,6 +374,7 @@ class ModuleList(Module):
         return self.children()[i]
 
     def append(self, module):
+        """Add a module at the end; returns the list."""
         setattr(self, str(len(self)), module)
         return self
 

@@ -39,6 +39,7 @@ class no_grad:
 
 
 def is_grad_enabled():
+    """False inside no_grad(), where ops record no graph."""
     return _grad_enabled
 
 
@@ -91,9 +92,13 @@ class Function:
     makes_inf = False  # True for ops whose output may hold +-inf on purpose (detect_anomaly)
 
     def forward(self, *xs, **kwargs):
+        """Raw arrays in (the tensors' data, then keyword options), the raw output array out;
+        saves on self what backward needs."""
         raise NotImplementedError  # abstract
 
     def backward(self, gy):
+        """The gradient of the output gy (a raw array) in, one gradient per input out (None for
+        an input that is not differentiable)."""
         raise NotImplementedError  # abstract
 
     @classmethod
@@ -164,10 +169,12 @@ class Tensor:
     # ---- attributes --------------------------------------------------------------------
     @property
     def shape(self):
+        """The shape, a tuple: `B, T, C = x.shape`."""
         return self.data.shape
 
     @property
     def ndim(self):
+        """The number of axes."""
         return self.data.ndim
 
     @property
@@ -178,18 +185,22 @@ class Tensor:
 
     @property
     def dtype(self):
+        """The NumPy dtype: `x.dtype == np.float32`, `x.dtype == torch.long`."""
         return self.data.dtype
 
     @property
     def device(self):
+        """"cpu" (a NumPy array) or "cuda" (a CuPy array)."""
         return device_of(self.data)
 
     @property
     def xp(self):
+        """numpy or cupy, whichever holds the data."""
         return get_array_module(self.data)
 
     @property
     def is_leaf(self):
+        """True when no op made this tensor (an input or a parameter): backward leaves .grad here."""
         return self.creator is None
 
     def __len__(self):
@@ -207,9 +218,11 @@ class Tensor:
         return a if dtype is None else a.astype(dtype)
 
     def item(self):
+        """The value of a one-element tensor as a Python number."""
         return self.data.item()
 
     def tolist(self):
+        """The data as nested Python lists."""
         return self.numpy().tolist()
 
     def detach(self):
@@ -358,15 +371,41 @@ class Tensor:
     def __ge__(self, other): return Tensor(self.data >= _raw(other))
     __hash__ = object.__hash__
 
-    def exp(self): return F.exp(self)
-    def log(self): return F.log(self)
-    def tanh(self): return F.tanh(self)
-    def sqrt(self): return F.sqrt(self)
-    def relu(self): return F.relu(self)
-    def gelu(self): return F.gelu(self)
-    def matmul(self, other): return F.matmul(self, other)
-    def masked_fill(self, mask, value): return F.masked_fill(self, mask, value)
-    def reshape(self, *shape): return F.reshape(self, *shape)
+    def exp(self):
+        """e ** x, elementwise."""
+        return F.exp(self)
+
+    def log(self):
+        """The natural logarithm, elementwise."""
+        return F.log(self)
+
+    def tanh(self):
+        """tanh(x), elementwise."""
+        return F.tanh(self)
+
+    def sqrt(self):
+        """The square root, elementwise."""
+        return F.sqrt(self)
+
+    def relu(self):
+        """max(x, 0), elementwise."""
+        return F.relu(self)
+
+    def gelu(self):
+        """GPT-2's GELU (the tanh approximation), elementwise."""
+        return F.gelu(self)
+
+    def matmul(self, other):
+        """The matrix product `self @ other`, batched over leading axes."""
+        return F.matmul(self, other)
+
+    def masked_fill(self, mask, value):
+        """self with `value` wherever the boolean mask is True: `wei.masked_fill(tril == 0, float('-inf'))`."""
+        return F.masked_fill(self, mask, value)
+
+    def reshape(self, *shape):
+        """The same elements in a new shape: `x.reshape(B, T, nh, hs)` or `x.reshape((B, -1))`."""
+        return F.reshape(self, *shape)
 
     # ---- axes: NumPy's `axis=`/`keepdims=` and PyTorch's `dim=`/`keepdim=` ------------------
     # The one rule (docs/pytorch.md): a call spelled the PyTorch way (dim=, keepdim=, two axes
@@ -374,15 +413,19 @@ class Tensor:
     # keepdims=, a full permutation) what it means in NumPy. Both spellings work everywhere.
 
     def softmax(self, axis=-1, *, dim=None):
+        """exp(x) / sum(exp(x)) along an axis (`axis=` or `dim=`)."""
         return F.softmax(self, _axis(axis, dim, "softmax", -1))
 
     def log_softmax(self, axis=-1, *, dim=None):
+        """log(softmax(x)) along an axis, computed stably."""
         return F.log_softmax(self, _axis(axis, dim, "log_softmax", -1))
 
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """The sum over an axis or axes (all when None); `keepdims=`/`keepdim=` keeps them as size 1."""
         return F.sum(self, _axis(axis, dim, "sum"), _keep(keepdims, keepdim))
 
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """The mean over an axis or axes (all when None)."""
         return F.mean(self, _axis(axis, dim, "mean"), _keep(keepdims, keepdim))
 
     def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -580,6 +623,7 @@ class ElementCount(int):
         return self
 
     def __call__(self, dim=None):
+        """The shape (a tuple), or the length of axis `dim`."""
         return self.shape if dim is None else self.shape[dim]
 
 
@@ -591,10 +635,12 @@ class MaxResult(tuple):
 
     @property
     def values(self):
+        """The maxima."""
         return self[0]
 
     @property
     def indices(self):
+        """Where the maxima are (int64)."""
         return self[1]
 
 

@@ -29,6 +29,7 @@ class device(str):
 
     @property
     def type(self):
+        """The device's name: "cpu" or "cuda"."""
         return str(self)
 
     def __repr__(self):
