@@ -232,8 +232,12 @@ class Tensor:
     def to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
         """This tensor on another device and/or dtype: `t.to("cuda")`, `t.to(np.float64)`,
         `t.to("cuda", "float64")`, `t.to(other_tensor)`, or the keywords. Returns self when
-        nothing changes (and copy is False). The move is an op (To): a gradient flows back
-        to this tensor, on its own device and dtype, as in PyTorch."""
+        nothing changes (and copy is False).
+
+        The copy is a new leaf: a leaf that requires grad gives a leaf that requires grad
+        (its gradient stays with the copy), and a tensor made by ops under a recorded graph is
+        refused, since no gradient would flow back through the move. Move or cast inputs and
+        parameters (`model.to(...)`) before the forward pass."""
         device, dtype = parse_to_args(args, device, dtype)
         if device is not None:
             backend.check_device(device)
@@ -243,8 +247,16 @@ class Tensor:
         same_dtype = dtype is None or dtype == self.dtype
         if same_device and same_dtype and not copy:
             return self
-        return To.apply(self, device=None if same_device else device,
-                        dtype=None if same_dtype else dtype)
+        if self.requires_grad and not self.is_leaf and _grad_enabled:
+            raise RuntimeError(
+                f"to({device or dtype}) of a tensor made by {type(self.creator).__name__} inside a graph: "
+                "the gradient would not flow back through the copy; move or cast the inputs and "
+                "parameters before the forward pass, or .detach() first")
+        data = self.data if same_device else backend.to_device(self.data, device)
+        data = data if same_dtype else data.astype(dtype)
+        if data is self.data:
+            data = data.copy()
+        return Tensor(data, requires_grad=self.requires_grad and self.is_leaf)
 
     def cpu(self):
         """`self.to("cpu")`."""
@@ -546,7 +558,7 @@ class Tensor:
 
     # ---- dtypes, PyTorch's names -----------------------------------------------------------
     def float(self):
-        """This tensor as float32 (differentiable, like `to`)."""
+        """This tensor as float32 (a copy, as `to`)."""
         return self.to(dtype=np.float32)
 
     def double(self):
@@ -642,17 +654,6 @@ class MaxResult(tuple):
     def indices(self):
         """Where the maxima are (int64)."""
         return self[1]
-
-
-class To(Function):
-    """y = x on another device and/or dtype.   dx = gy moved back to x's device and dtype"""
-    def forward(self, x, device=None, dtype=None):
-        self.device, self.dtype = device_of(x), x.dtype        # where the gradient goes back to
-        y = x if device is None else backend.to_device(x, device)
-        return y if dtype is None else y.astype(dtype)
-
-    def backward(self, gy):
-        return backend.to_device(gy, self.device).astype(self.dtype, copy=False)
 
 
 def parse_to_args(args, device=None, dtype=None):

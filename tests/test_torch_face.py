@@ -22,7 +22,6 @@ import pytest
 import tensorlite as tl
 import tensorlite.torch as ttorch
 import tensorlite.torch.nn as tnn
-from tensorlite.tensor import To
 from tensorlite.torch.nn import functional as tF
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -464,30 +463,27 @@ def test_setitem_writes_where_no_gradient_is_at_stake():
         y[0] = 1.0                                            # not a leaf: never
 
 
-def test_to_moves_and_casts_and_keeps_the_gradient_path():
+def test_to_moves_and_casts():
     x = arange_tensor(2, 3, requires_grad=True)
     assert x.to("cpu") is x and x.to(ttorch.float64) is x
     y = x.to(ttorch.float32)
-    assert y.dtype == np.float32 and not y.is_leaf
-    (y * ttorch.tensor([[1.0, 2.0, 3.0]])).sum().backward()
-    assert x.grad.dtype == np.float64
-    np.testing.assert_array_equal(x.grad, [[1, 2, 3], [1, 2, 3]])
+    assert y.dtype == np.float32 and y.is_leaf and y.requires_grad and y is not x
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
     assert x.to(x).dtype == x.dtype and x.to("cpu", "float32").dtype == np.float32
+    assert x.to("cpu", copy=True) is not x and x.long().dtype == ttorch.long
     with pytest.raises(TypeError, match="neither a device"):
         x.to("gpu")
     with pytest.raises(tl.DeviceError, match="one GPU"):
         x.to("cuda:1")
 
 
-def test_the_to_op_backward_is_checked_by_gradcheck(monkeypatch):
-    """Through a float32 round trip, so the differences take a large step (float32 rounding)."""
-    x = tl.tensor(np.random.default_rng(0).random((4, 3)), requires_grad=True)
-    check = dict(eps=1e-2, atol=1e-4, rtol=1e-4)
-    assert tl.gradcheck(lambda t: (t.to(np.float32) * 3.0).to(np.float64) * t, x, **check)
-    right = To.backward
-    monkeypatch.setattr(To, "backward", lambda self, gy: 0.5 * right(self, gy))
-    with pytest.raises(tl.GradcheckError):      # a backward that halves the gradient is caught
-        tl.gradcheck(lambda t: (t.to(np.float32) * 3.0).to(np.float64) * t, x, **check)
+def test_to_refuses_to_cut_a_graph_silently():
+    x = arange_tensor(2, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="gradient would not flow back"):
+        (x * 2.0).float()
+    with ttorch.no_grad():
+        assert (x * 2.0).float().dtype == np.float32       # no graph to cut
+    assert (x * 2.0).detach().float().dtype == np.float32
 
 
 # ---- functions -----------------------------------------------------------------------------------
@@ -675,11 +671,12 @@ def test_gelu_matches_pytorchs(approximate):
                                real_torch.nn.functional.gelu(real_torch.tensor(a), approximate=approximate).numpy(), atol=1e-15)
 
 
-def test_exact_gelu_backward_passes_gradcheck_and_a_wrong_one_fails(monkeypatch):
-    x = tl.tensor(np.random.default_rng(0).standard_normal((3, 5)), requires_grad=True)
+def test_exact_gelu_backward_passes_gradcheck_and_a_wrong_slope_fails(monkeypatch):
+    x = tl.tensor(np.random.default_rng(0).standard_normal((3, 5)) * 2, requires_grad=True)
     assert tl.gradcheck(lambda t: tF.gelu(t), x, atol=1e-8, rtol=1e-6)
-    right = tF.GELUErf.backward
-    monkeypatch.setattr(tF.GELUErf, "backward", lambda self, gy: right(self, gy) + 0.01 * self.x * gy)
+    value = tF.gelu(x).numpy()
+    monkeypatch.setattr(tF, "INV_SQRT_2PI", tF.INV_SQRT_2PI * 1.01)   # phi(x) 1% off: the slope only
+    np.testing.assert_array_equal(tF.gelu(x).numpy(), value)           # the value cannot show it
     with pytest.raises(tl.GradcheckError):
         tl.gradcheck(lambda t: tF.gelu(t), x, atol=1e-8, rtol=1e-6)
 

@@ -13,10 +13,10 @@ import numpy as np
 
 import tensorlite.functional as TF
 from tensorlite.backend import get_array_module
-from tensorlite.tensor import Function, Tensor
+from tensorlite.tensor import Tensor
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "relu", "gelu", "dropout", "linear",
-           "layer_norm", "embedding", "scaled_dot_product_attention", "GELUErf"]
+           "layer_norm", "embedding", "scaled_dot_product_attention", "gelu_erf", "erf"]
 
 
 def softmax(input, dim=None, dtype=None):
@@ -66,7 +66,7 @@ def gelu(input, approximate="none"):
         return TF.gelu(input)
     if approximate != "none":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return GELUErf.apply(input)
+    return gelu_erf(input)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -137,20 +137,19 @@ def erf(x):
     return scipy_erf(x).astype(x.dtype, copy=False)
 
 
-class GELUErf(Function):
+def gelu_erf(input):
     """y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, the normal CDF (PyTorch's default GELU).
 
     dx = gy * (Phi(x) + x phi(x)),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-    """
-    def forward(self, x):
-        cdf = erf(x * x.dtype.type(SQRT_HALF))
-        cdf += 1
-        cdf *= 0.5                                   # Phi(x)
-        self.x, self.cdf = x, cdf                    # dx needs x and Phi(x)
-        return x * cdf
 
-    def backward(self, gy):
-        xp = get_array_module(gy)
-        x = self.x
-        pdf = xp.exp(x * x * x.dtype.type(-0.5)) * x.dtype.type(INV_SQRT_2PI)   # phi(x)
-        return gy * (self.cdf + x * pdf)
+    Written with tensorlite's Mul, Sub and Add, so its backward is theirs: with x0 the values of
+    x held constant, y = x * Phi(x0) + (x - x0) * (x0 * phi(x0)). The second term is exactly zero
+    in value and carries the slope x phi(x) in its gradient.
+    """
+    x0 = input.data
+    dt = x0.dtype.type
+    cdf = erf(x0 * dt(SQRT_HALF))
+    cdf += 1
+    cdf *= 0.5                                                              # Phi(x)
+    slope = x0 * get_array_module(x0).exp(x0 * x0 * dt(-0.5)) * dt(INV_SQRT_2PI)  # x phi(x)
+    return input * cdf + (input - x0) * slope
