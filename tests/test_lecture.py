@@ -163,6 +163,24 @@ def test_every_stage_learns_and_generates(stage):
     assert all(m.training for m in model.modules())
 
 
+def test_a_lecture_model_trains_on_the_device(device):
+    torch.manual_seed(0)
+    model = STAGES["layernorm"].model(V, n_embd=8, n_head=2, n_layer=1, block_size=8).to(device)
+    assert all(b.device == device for b in model.buffers())
+    idx = torch.tensor(random_ids((2, 8), 4), device=device)
+    targets = torch.tensor((random_ids((2, 8), 4) + 1) % V, device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first = model(idx, targets)[1].item()
+    for _ in range(10):
+        _, loss = model(idx, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
+    out = model.generate(torch.zeros((1, 1), dtype=torch.long, device=device), max_new_tokens=3)
+    assert out.device == device and out.shape == (1, 4)
+
+
 def test_scale_by_n_embd_is_the_commits_scaling():
     """The commits scaled the scores by n_embd**-0.5; gpt.py's later fix by head_size**-0.5."""
     torch.manual_seed(0)

@@ -187,8 +187,6 @@ def tokenizer(text):
     return len(chars), (lambda s: [stoi[c] for c in s]), (lambda ids: ''.join([itos[i] for i in ids]))
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not tl.gpu_available(), reason="no GPU: CuPy not installed or sees no device"))])
 def test_the_lecture_program_trains_and_samples(device, capsys):
     torch, nn, F = face()
     vocab_size, encode, decode = tokenizer(TEXT)
@@ -502,6 +500,31 @@ def test_factories_shapes_dtypes_and_values():
     assert ttorch.zeros_like(x).shape == (3, 4) and ttorch.ones_like(x).dtype == np.float32
     assert ttorch.from_numpy(np.arange(3)).tolist() == [0, 1, 2] and ttorch.is_tensor(x)
     assert ttorch.allclose(x, x * 1.0) and not ttorch.allclose(x, x + 1.0)
+
+
+def test_factories_buffers_and_sampling_live_on_the_device(device):
+    for t in (ttorch.zeros(2, 3, device=device), ttorch.ones(3, device=device), ttorch.arange(4, device=device),
+              ttorch.full((2,), 1.5, device=device), ttorch.randn(2, device=device),
+              ttorch.randint(5, (3,), device=device), ttorch.tensor([1, 2], device=device)):
+        assert t.device == device
+    np.testing.assert_array_equal(ttorch.tril(ttorch.ones(3, 3, device=device)).numpy(), np.tril(np.ones((3, 3))))
+    m = WithBuffers().to(device)
+    assert m.tril.device == device and m.steps.device == device and m.proj.weight.device == device
+    assert all(type(v) is np.ndarray for v in m.state_dict().values())
+    probs = ttorch.softmax(ttorch.randn(4, 6, device=device), dim=-1)
+    picks = ttorch.multinomial(probs, num_samples=1)
+    assert picks.device == device and picks.shape == (4, 1) and picks.dtype == ttorch.long
+    idx = ttorch.cat((ttorch.zeros((4, 1), dtype=ttorch.long, device=device), picks), dim=1)
+    assert idx.device == device and idx[:, -1:].tolist() == picks.tolist()
+    x = ttorch.randn(2, 3, 4, device=device, requires_grad=True)
+    y = x.transpose(-2, -1).masked_fill(ttorch.ones(4, 3, device=device) == 0, float("-inf"))
+    loss = tF.cross_entropy(tF.softmax(y, dim=-1).view(8, 3), ttorch.tensor([0, 1, 2, 0, 1, 2, 0, 1], device=device))
+    loss.backward()
+    assert x.grad is not None and backend_of(x.grad) == device
+
+
+def backend_of(array):
+    return tl.backend.device_of(array)
 
 
 def test_stack_and_cat_as_the_lecture_calls_them():

@@ -59,6 +59,11 @@ def _on(values, device_):
     return backend.to_device(values, _device(device_))
 
 
+def _xp(device_):
+    """numpy or cupy for a device: factories make their arrays there, with no copy from the host."""
+    return backend.xp_for(_device(device_))
+
+
 # ---- making tensors ------------------------------------------------------------------------
 
 def tensor(data, dtype=None, device=None, requires_grad=False):
@@ -100,12 +105,12 @@ def is_tensor(obj):
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
     """A tensor of zeros: `torch.zeros(3)`, `torch.zeros((1, 1), dtype=torch.long)`."""
-    return _make(_on(np.zeros(_size(size), dtype=dtype or DEFAULT_FLOAT), device), requires_grad)
+    return _make(_xp(device).zeros(_size(size), dtype=dtype or DEFAULT_FLOAT), requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
     """A tensor of ones: `torch.ones(block_size, block_size)`."""
-    return _make(_on(np.ones(_size(size), dtype=dtype or DEFAULT_FLOAT), device), requires_grad)
+    return _make(_xp(device).ones(_size(size), dtype=dtype or DEFAULT_FLOAT), requires_grad)
 
 
 empty = zeros  # PyTorch's empty leaves memory uninitialised; zeros is one valid such memory
@@ -116,7 +121,7 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     if dtype is None:
         dtype = (np.bool_ if isinstance(fill_value, (bool, np.bool_)) else
                  np.int64 if isinstance(fill_value, (int, np.integer)) else DEFAULT_FLOAT)
-    return _make(_on(np.full(_size((size,)), fill_value, dtype=dtype), device), requires_grad)
+    return _make(_xp(device).full(_size((size,)), fill_value, dtype=dtype), requires_grad)
 
 
 def zeros_like(input, dtype=None, device=None, requires_grad=False):
@@ -147,7 +152,7 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     if dtype is None:
         floats = any(isinstance(v, (float, np.floating)) for v in (start, end, step))
         dtype = DEFAULT_FLOAT if floats else np.int64
-    return _make(_on(np.arange(start, end, step, dtype=dtype), device), requires_grad)
+    return _make(_xp(device).arange(start, end, step, dtype=dtype), requires_grad)
 
 
 def tril(input, diagonal=0):
@@ -173,6 +178,8 @@ def _triangle(input, diagonal, lower):
 
 
 # ---- random numbers (tensorlite's generator: torch.manual_seed seeds it) ----------------------
+# randint, randn and rand draw on the CPU and copy to the device, so a seed gives the same
+# numbers on every device; multinomial draws on its input's device (it runs in generation loops).
 
 def manual_seed(seed):
     """Seed tensorlite's generators (weights, dropout, randint, randn, multinomial)."""
