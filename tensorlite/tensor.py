@@ -660,6 +660,8 @@ def parse_to_args(args, device=None, dtype=None):
     """(device, dtype) from `.to()`'s positional arguments: device names ("cpu", "cuda",
     "cuda:0"), dtypes (np.float64, "float64", torch.float64) or a tensor to match."""
     for a in args:
+        if a is None:
+            continue
         if isinstance(a, Tensor):
             device, dtype = a.device, a.dtype
         elif isinstance(a, str) and (a in backend.DEVICES or a.startswith("cuda:")):
