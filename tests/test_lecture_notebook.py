@@ -40,6 +40,7 @@ def test_the_notebook_runs_at_small_sizes(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYSHAKESPEARE_PATH", str(data))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    monkeypatch.delenv("MPLBACKEND", raising=False)   # the kernel's inline backend shows the figure
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
