@@ -20,8 +20,10 @@ setup(
         # tests/cupy_standin, which checks its names against the real package; NVRTC (no
         # GPU or driver needed): tests/test_cuda_kernel_nvrtc.py compiles every .cu with it
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "cupy-cuda12x>=14",
-                 "nvidia-cuda-nvrtc-cu12>=12.0"],
+                 "nvidia-cuda-nvrtc-cu12>=12.0",
+                 "nbclient>=0.7", "ipykernel>=6"],  # run notebooks/lets-build-gpt.ipynb in tests
         "bench": ["torch"],
         "viz": ["matplotlib>=3.5"],
+        "docs": ["pdoc>=14"],  # python docs/api/generate.py writes the API reference in docs/api/
     },
 )

@@ -39,6 +39,7 @@ class no_grad:
 
 
 def is_grad_enabled():
+    """False inside no_grad(), where ops record no graph."""
     return _grad_enabled
 
 
@@ -91,9 +92,13 @@ class Function:
     makes_inf = False  # True for ops whose output may hold +-inf on purpose (detect_anomaly)
 
     def forward(self, *xs, **kwargs):
+        """Raw arrays in (the tensors' data, then keyword options), the raw output array out;
+        saves on self what backward needs."""
         raise NotImplementedError  # abstract
 
     def backward(self, gy):
+        """The gradient of the output gy (a raw array) in, one gradient per input out (None for
+        an input that is not differentiable)."""
         raise NotImplementedError  # abstract
 
     @classmethod
@@ -170,30 +175,38 @@ class Tensor:
     # ---- attributes --------------------------------------------------------------------
     @property
     def shape(self):
+        """The shape, a tuple: `B, T, C = x.shape`."""
         return self.data.shape
 
     @property
     def ndim(self):
+        """The number of axes."""
         return self.data.ndim
 
     @property
     def size(self):
-        return self.data.size
+        """The number of elements, as NumPy's `a.size`; also callable as PyTorch's `x.size()`
+        (the shape) and `x.size(dim)` (one axis): see ElementCount."""
+        return ElementCount(self.data.size, self.data.shape)
 
     @property
     def dtype(self):
+        """The NumPy dtype: `x.dtype == np.float32`, `x.dtype == torch.long`."""
         return self.data.dtype
 
     @property
     def device(self):
+        """"cpu" (a NumPy array) or "cuda" (a CuPy array)."""
         return device_of(self.data)
 
     @property
     def xp(self):
+        """numpy or cupy, whichever holds the data."""
         return get_array_module(self.data)
 
     @property
     def is_leaf(self):
+        """True when no op made this tensor (an input or a parameter): backward leaves .grad here."""
         return self.creator is None
 
     def __len__(self):
@@ -211,6 +224,7 @@ class Tensor:
         return a if dtype is None else a.astype(dtype)
 
     def item(self):
+        """The value of a one-element tensor as a Python number."""
         return self.data.item()
 
     def __float__(self):
@@ -218,22 +232,49 @@ class Tensor:
         return float(self.item())
 
     def tolist(self):
+        """The data as nested Python lists."""
         return self.numpy().tolist()
 
     def detach(self):
         """A new leaf tensor sharing this one's data, outside any graph."""
         return Tensor(self.data)
 
-    def to(self, device=None, dtype=None):
-        """A copy on another device and/or dtype; self when nothing changes."""
-        data = self.data
-        if device is not None and device != self.device:
-            data = backend.to_device(data, device)
-        if dtype is not None and np.dtype(dtype) != self.dtype:
-            data = data.astype(dtype)
-        if data is self.data:
+    def to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
+        """This tensor on another device and/or dtype: `t.to("cuda")`, `t.to(np.float64)`,
+        `t.to("cuda", "float64")`, `t.to(other_tensor)`, or the keywords. Returns self when
+        nothing changes (and copy is False).
+
+        The copy is a new leaf: a leaf that requires grad gives a leaf that requires grad
+        (its gradient stays with the copy), and a tensor made by ops under a recorded graph is
+        refused, since no gradient would flow back through the move. Move or cast inputs and
+        parameters (`model.to(...)`) before the forward pass."""
+        device, dtype = parse_to_args(args, device, dtype)
+        if device is not None:
+            backend.check_device(device)
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+        same_device = device is None or device == self.device
+        same_dtype = dtype is None or dtype == self.dtype
+        if same_device and same_dtype and not copy:
             return self
+        if self.requires_grad and not self.is_leaf and _grad_enabled:
+            raise RuntimeError(
+                f"to({device or dtype}) of a tensor made by {type(self.creator).__name__} inside a graph: "
+                "the gradient would not flow back through the copy; move or cast the inputs and "
+                "parameters before the forward pass, or .detach() first")
+        data = self.data if same_device else backend.to_device(self.data, device)
+        data = data if same_dtype else data.astype(dtype)
+        if data is self.data:
+            data = data.copy()
         return Tensor(data, requires_grad=self.requires_grad and self.is_leaf)
+
+    def cpu(self):
+        """`self.to("cpu")`."""
+        return self.to("cpu")
+
+    def cuda(self):
+        """`self.to("cuda")` (needs CuPy and a GPU)."""
+        return self.to("cuda")
 
     def edge(self):
         """This tensor as the graph holds it (see Edge); made once, on first use."""
@@ -352,29 +393,320 @@ class Tensor:
     def __ge__(self, other): return Tensor(self.data >= _raw(other))
     __hash__ = object.__hash__
 
-    def exp(self): return F.exp(self)
-    def log(self): return F.log(self)
-    def tanh(self): return F.tanh(self)
-    def sqrt(self): return F.sqrt(self)
-    def relu(self): return F.relu(self)
-    def gelu(self): return F.gelu(self)
-    def softmax(self, axis=-1): return F.softmax(self, axis)
-    def log_softmax(self, axis=-1): return F.log_softmax(self, axis)
-    def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
-    def matmul(self, other): return F.matmul(self, other)
-    def masked_fill(self, mask, value): return F.masked_fill(self, mask, value)
-    def reshape(self, *shape): return F.reshape(self, *shape)
-    def transpose(self, *axes): return F.transpose(self, *axes)
-    def split(self, sections, axis=0): return F.split(self, sections, axis)
+    def exp(self):
+        """e ** x, elementwise."""
+        return F.exp(self)
+
+    def log(self):
+        """The natural logarithm, elementwise."""
+        return F.log(self)
+
+    def tanh(self):
+        """tanh(x), elementwise."""
+        return F.tanh(self)
+
+    def sqrt(self):
+        """The square root, elementwise."""
+        return F.sqrt(self)
+
+    def relu(self):
+        """max(x, 0), elementwise."""
+        return F.relu(self)
+
+    def gelu(self):
+        """GPT-2's GELU (the tanh approximation), elementwise."""
+        return F.gelu(self)
+
+    def matmul(self, other):
+        """The matrix product `self @ other`, batched over leading axes."""
+        return F.matmul(self, other)
+
+    def masked_fill(self, mask, value):
+        """self with `value` wherever the boolean mask is True: `wei.masked_fill(tril == 0, float('-inf'))`."""
+        return F.masked_fill(self, mask, value)
+
+    def reshape(self, *shape):
+        """The same elements in a new shape: `x.reshape(B, T, nh, hs)` or `x.reshape((B, -1))`."""
+        return F.reshape(self, *shape)
+
+    # ---- axes: NumPy's `axis=`/`keepdims=` and PyTorch's `dim=`/`keepdim=` ------------------
+    # The one rule (docs/pytorch.md): a call spelled the PyTorch way (dim=, keepdim=, two axes
+    # to transpose) means what it means in PyTorch; a call spelled the NumPy way (axis=,
+    # keepdims=, a full permutation) what it means in NumPy. Both spellings work everywhere.
+
+    def softmax(self, axis=-1, *, dim=None):
+        """exp(x) / sum(exp(x)) along an axis (`axis=` or `dim=`)."""
+        return F.softmax(self, _axis(axis, dim, "softmax", -1))
+
+    def log_softmax(self, axis=-1, *, dim=None):
+        """log(softmax(x)) along an axis, computed stably."""
+        return F.log_softmax(self, _axis(axis, dim, "log_softmax", -1))
+
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """The sum over an axis or axes (all when None); `keepdims=`/`keepdim=` keeps them as size 1."""
+        return F.sum(self, _axis(axis, dim, "sum"), _keep(keepdims, keepdim))
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """The mean over an axis or axes (all when None)."""
+        return F.mean(self, _axis(axis, dim, "mean"), _keep(keepdims, keepdim))
+
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """NumPy's max: the values (`x.max(axis=-1)`, `x.max(-1)`). Spelled with `dim=`, PyTorch's:
+        a (values, indices) pair (`x.max(dim=-1).values`)."""
+        if dim is None:
+            return F.max(self, axis, _keep(keepdims, keepdim))
+        keep = _keep(keepdims, keepdim)
+        return MaxResult(F.max(self, _axis(axis, dim, "max"), keep), self.argmax(dim=dim, keepdim=keep))
+
+    def var(self, axis=None, keepdims=False, *, dim=None, keepdim=None, unbiased=True, correction=None):
+        """Variance over an axis. Unbiased (divides by n - 1) by default, as PyTorch's `var`
+        (NumPy's `var` divides by n: pass unbiased=False or correction=0)."""
+        axis, keep = _axis(axis, dim, "var"), _keep(keepdims, keepdim)
+        correction = (1 if unbiased else 0) if correction is None else correction
+        axes = tuple(range(self.ndim)) if axis is None else tuple(np.atleast_1d(axis))
+        n = int(np.prod([self.shape[a] for a in axes]))
+        d = self - self.mean(axis=axis, keepdims=True)
+        return (d * d).sum(axis=axis, keepdims=keep) / max(n - correction, 0)
+
+    def std(self, axis=None, keepdims=False, *, dim=None, keepdim=None, unbiased=True, correction=None):
+        """Standard deviation: the square root of var (unbiased by default, as PyTorch's)."""
+        return self.var(axis, keepdims, dim=dim, keepdim=keepdim, unbiased=unbiased,
+                        correction=correction).sqrt()
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Indices of the maxima (an integer tensor, no gradient)."""
+        axis, keep = _axis(axis, dim, "argmax"), _keep(keepdims, keepdim)
+        out = self.data.argmax(axis=axis)
+        if keep and axis is not None:
+            out = self.xp.expand_dims(out, axis)
+        return Tensor(out)
+
+    def transpose(self, *axes):
+        """Two axes swap them, as PyTorch's `x.transpose(-2, -1)`; a full permutation
+        (`x.transpose(0, 2, 1, 3)`, `x.transpose((1, 0))`) or none at all (reverse every axis)
+        is NumPy's. The one call the two libraries read differently, `transpose(0, 1)` on a
+        2-D tensor (NumPy: unchanged), swaps here."""
+        if len(axes) == 2 and all(isinstance(a, (int, np.integer)) for a in axes):
+            return F.transpose(self, _swap(self.ndim, *axes))
+        return F.transpose(self, *axes)
+
+    def swapaxes(self, axis0, axis1):
+        """Swap two axes (NumPy's name for PyTorch's two-axis transpose)."""
+        return F.transpose(self, _swap(self.ndim, axis0, axis1))
+
+    def permute(self, *dims):
+        """Reorder the axes: `x.permute(0, 2, 1, 3)` or `x.permute((0, 2, 1, 3))`."""
+        return F.transpose(self, *dims)
 
     @property
     def T(self):
+        """Every axis reversed (NumPy's `.T`; for a matrix, its transpose)."""
         return F.transpose(self)
 
-    def argmax(self, axis=None):
-        return Tensor(self.data.argmax(axis=axis))
+    @property
+    def mT(self):
+        """The last two axes swapped: a batch of matrices, each transposed (PyTorch's `.mT`)."""
+        return F.transpose(self, _swap(self.ndim, -2, -1))
+
+    def split(self, size_or_sections, axis=0, *, dim=None):
+        """NumPy's split with `axis=` (or no axis): `x.split(3, axis=2)` makes 3 equal parts, or
+        cuts at a list of indices. PyTorch's with `dim=`: `x.split(64, dim=2)` makes parts of
+        64 along dim (the last may be shorter), or parts of the listed sizes."""
+        if dim is None:
+            return F.split(self, size_or_sections, axis)
+        n = self.shape[dim]
+        if isinstance(size_or_sections, (int, np.integer)):
+            sizes = [size_or_sections] * (n // size_or_sections) + ([n % size_or_sections] if n % size_or_sections else [])
+        else:
+            sizes = list(size_or_sections)
+            if sum(sizes) != n:
+                raise ValueError(f"split: sizes {sizes} do not add up to {n}, the size of dim {dim}")
+        return F.split(self, list(np.cumsum(sizes)[:-1]), dim) if len(sizes) > 1 else [self]
+
+    def chunk(self, chunks, dim=0):
+        """PyTorch's chunk: `chunks` parts of equal size along dim (the last may be smaller)."""
+        n = self.shape[dim]
+        return self.split(-(-n // chunks), dim=dim)
+
+    # ---- shapes, PyTorch's names -----------------------------------------------------------
+    def view(self, *shape):
+        """PyTorch's view: the same elements in a new shape (-1 is inferred), `x.view(B * T, C)`.
+        Here always a reshape: it never refuses a non-contiguous tensor."""
+        return F.reshape(self, *shape)
+
+    def contiguous(self):
+        """self: every op here accepts any memory layout."""
+        return self
+
+    def unsqueeze(self, dim):
+        """A new axis of size 1 at dim: (B, T) -> (B, 1, T) for dim=1."""
+        dim = dim % (self.ndim + 1)
+        return F.reshape(self, self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def squeeze(self, dim=None):
+        """Drop axes of size 1 (only `dim`, when given and of size 1)."""
+        if dim is None:
+            shape = tuple(n for n in self.shape if n != 1)
+        else:
+            dim = dim % self.ndim
+            shape = self.shape[:dim] + self.shape[dim + 1:] if self.shape[dim] == 1 else self.shape
+        return F.reshape(self, shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        """The axes start_dim..end_dim merged into one."""
+        start, end = start_dim % max(self.ndim, 1), end_dim % max(self.ndim, 1)
+        merged = int(np.prod(self.shape[start:end + 1]))
+        return F.reshape(self, self.shape[:start] + (merged,) + self.shape[end + 1:])
+
+    def numel(self):
+        """The number of elements (PyTorch's name for `x.size`)."""
+        return int(self.data.size)
+
+    def dim(self):
+        """The number of axes (PyTorch's name for `x.ndim`)."""
+        return self.data.ndim
+
+    # ---- dtypes, PyTorch's names -----------------------------------------------------------
+    def float(self):
+        """This tensor as float32 (a copy, as `to`)."""
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        """This tensor as float64."""
+        return self.to(dtype=np.float64)
+
+    def long(self):
+        """This tensor as int64 (no gradient)."""
+        return Tensor(self.data.astype(np.int64))
+
+    def int(self):
+        """This tensor as int32 (no gradient)."""
+        return Tensor(self.data.astype(np.int32))
+
+    def bool(self):
+        """This tensor as booleans (no gradient)."""
+        return Tensor(self.data.astype(bool))
+
+    # ---- Python protocols --------------------------------------------------------------------
+    def __iter__(self):
+        """Tensors along the first axis, as PyTorch and NumPy iterate."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self)))
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        """A one-element integer tensor can index and slice: `data[i:i + block_size]`."""
+        if self.data.size != 1 or self.dtype.kind not in "iu":
+            raise TypeError(f"only integer tensors of a single element can be used as an index, "
+                            f"not shape {tuple(self.shape)} dtype {self.dtype}")
+        return int(self.data.item())
+
+    def __format__(self, spec):
+        """A 0-d tensor formats as its number (`f"{loss:.4f}"`); others only with an empty spec."""
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} for a tensor of shape {tuple(self.shape)}; "
+                            "format .item() of a one-element tensor, or .tolist()")
+        return str(self)
+
+    def __setitem__(self, index, value):
+        """Write into this tensor in place: `losses[k] = loss.item()`, `x[:, 0] = 0`.
+
+        Only a tensor outside any graph can be written, or a leaf (a parameter) under no_grad:
+        writing into values the graph used would make its gradients wrong."""
+        if self.requires_grad and (_grad_enabled or not self.is_leaf):
+            raise RuntimeError(
+                f"in-place assignment into a tensor that requires grad (shape {tuple(self.shape)}): "
+                "the graph would use the new values. Assign into a tensor made without "
+                "requires_grad, or into a parameter under no_grad()")
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        if isinstance(value, Tensor):
+            if value.device != self.device:
+                raise DeviceError(f"assignment of a {value.device} tensor into a {self.device} tensor; "
+                                  "move it with .to(device)")
+            value = value.data
+        self.data[index] = value
+
+
+class ElementCount(int):
+    """`x.size`: an int, the number of elements (NumPy's `a.size`), that can also be called as
+    PyTorch's `x.size()` (the shape, a tuple) or `x.size(dim)` (the length of one axis)."""
+
+    def __new__(cls, n, shape):
+        self = super().__new__(cls, n)
+        self.shape = tuple(shape)
+        return self
+
+    def __call__(self, dim=None):
+        """The shape (a tuple), or the length of axis `dim`."""
+        return self.shape if dim is None else self.shape[dim]
+
+
+class MaxResult(tuple):
+    """(values, indices) of `x.max(dim=...)`, as PyTorch's `torch.return_types.max`."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        """The maxima."""
+        return self[0]
+
+    @property
+    def indices(self):
+        """Where the maxima are (int64)."""
+        return self[1]
+
+
+def parse_to_args(args, device=None, dtype=None):
+    """(device, dtype) from `.to()`'s positional arguments: device names ("cpu", "cuda",
+    "cuda:0"), dtypes (np.float64, "float64", torch.float64) or a tensor to match."""
+    for a in args:
+        if a is None:
+            continue
+        if isinstance(a, Tensor):
+            device, dtype = a.device, a.dtype
+        elif isinstance(a, str) and (a in backend.DEVICES or a.startswith("cuda:")):
+            device = a
+        else:
+            try:
+                dtype = np.dtype(a)
+            except TypeError:
+                raise TypeError(f".to(): {a!r} is neither a device ('cpu', 'cuda') nor a dtype") from None
+    if isinstance(device, str) and device.startswith("cuda:"):
+        if device != "cuda:0":
+            raise DeviceError(f"device {device!r}: only one GPU, 'cuda' (or 'cuda:0'), is supported")
+        device = "cuda"
+    return (None if device is None else str(device)), dtype
+
+
+def _axis(axis, dim, name, default=None):
+    """The axis of a call that may spell it `axis` (NumPy) or `dim` (PyTorch), not both."""
+    if dim is None:
+        return axis
+    if axis is not default:
+        raise TypeError(f"{name}() got both axis={axis} and dim={dim}: pass one")
+    return dim
+
+
+def _keep(keepdims, keepdim):
+    return keepdims if keepdim is None else keepdim
+
+
+def _swap(ndim, a, b):
+    """The permutation of ndim axes that swaps a and b."""
+    perm = list(range(ndim))
+    a, b = a % ndim, b % ndim
+    perm[a], perm[b] = perm[b], perm[a]
+    return tuple(perm)
 
 
 def _raw(x):
