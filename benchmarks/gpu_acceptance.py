@@ -327,7 +327,7 @@ def stage_tests(args, ctx, seconds):
            f"--ignore={REPO / 'tests' / 'test_gpu_acceptance.py'}"]
     if args.tests_workers:
         cmd += ["-n", str(args.tests_workers)]
-    env = child_env(args)
+    env = child_env(args, tf32=False)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "benchmarks"), env.get("PYTHONPATH")]))
     env[SAMPLE_ENV] = str(args.tests_sample or 0)
     run = run_process(cmd, args.out / "tests.log", seconds, min(args.stop_grace_s, 15.0), env=env)
@@ -621,15 +621,20 @@ def _rmtree(path):
 
 # =============================== environment and results =================================
 
-def child_env(args):
+def child_env(args, tf32=True):
+    """The stages' environment. tf32: CuPy may use TF32 for float32 matmuls, as PyTorch does with
+    allow_tf32 (the benchmark and the training); the tests compare float32 results at float32
+    tolerances, so they run without it."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     if args.dry_run:  # tiny arrays: BLAS threads only contend for the cores (2 here, often shared)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")
+    elif tf32:
+        env.setdefault("CUPY_TF32", "1")
     else:
-        env.setdefault("CUPY_TF32", "1")  # TF32 matmuls, as PyTorch with allow_tf32
+        env.pop("CUPY_TF32", None)
     return env
 
 
@@ -886,7 +891,8 @@ def main(argv=None):
             "schema": SCHEMA, "dry_run": args.dry_run, "device": device,
             "commit": git_commit(args.commit), "source_digest": source_digest(),
             "date": time.strftime("%Y-%m-%d"), "budget_s": args.budget_s, "environment": env,
-            "cupy_tf32": child_env(args).get("CUPY_TF32"),
+            "cupy_tf32": {"tests": None, "bench": child_env(args).get("CUPY_TF32"),
+                          "train": child_env(args).get("CUPY_TF32")},
             "commands": [{"started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:],
                           "budget_s": args.budget_s}],
             "stages": {name: {"status": "not run"} for name in STAGES},
