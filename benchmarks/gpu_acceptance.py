@@ -209,7 +209,7 @@ def run_process(cmd, log_path, seconds, grace_s, env=None, on_line=None, cwd=REP
         log.flush()
         proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                errors="replace", bufsize=1, start_new_session=True)
+                                errors="replace", bufsize=1, preexec_fn=_in_the_child)
 
         def reader():
             for line in proc.stdout:
@@ -262,6 +262,25 @@ def run_process(cmd, log_path, seconds, grace_s, env=None, on_line=None, cwd=REP
 
 
 INTERRUPTED = {"flag": False}  # set when this script got Ctrl-C or SIGTERM during a stage
+
+try:  # prctl, resolved now: the child runs _in_the_child between fork and exec, where imports are unsafe
+    import ctypes
+    _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+except (ImportError, OSError):
+    _LIBC = None
+PR_SET_PDEATHSIG = 1
+
+
+def _in_the_child():
+    """Between fork and exec: the stage gets its own process group, so a stop reaches its own
+    children too (pytest-xdist workers, bench_train's memory processes) while a Ctrl-C at the
+    terminal reaches only this script, which then stops the stage in order. Same session, so
+    whatever kills this command's session kills the stage. On Linux the stage also gets SIGINT
+    if this script dies (killed at a device command's time limit, say): the training then saves
+    its checkpoint and exits instead of running on unwatched."""
+    os.setpgid(0, 0)
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT))
 
 
 def _signal_group(proc, sig):
@@ -491,6 +510,8 @@ def stage_train(args, ctx, seconds):
             say("[train] the training finished in an earlier command: nothing to resume")
             return prev
         cmd, iters = shlex.split(prev["command"]), prev["max_iters"]
+        if prev.get("status") == "running":  # that command was killed: its segment's time is unknown
+            res["segments"].append({"killed": True, "end_step": checkpoint_step(train_dir), "loop_s": None})
         has_ckpt = checkpoint_step(train_dir) is not None
         if has_ckpt:
             cmd.append("--resume")
@@ -544,6 +565,7 @@ def stage_train(args, ctx, seconds):
             say(f"[train] {line}")
         return None
 
+    ctx["progress"]("train", {k: v for k, v in res.items() if k != "log"})  # a killed command can be resumed
     work_log = work / "train.log"  # every segment's log, carried from command to command
     (args.out / "train.log").write_text(work_log.read_text() if resuming and work_log.is_file() else "")
     run = run_process(cmd, args.out / "train.log", seconds, args.stop_grace_s, env=child_env(args),
@@ -562,7 +584,7 @@ def stage_train(args, ctx, seconds):
     res["segments"].append(seg)
     res["evals"] = [{k: m.get(k) for k in ("step", "train_loss", "val_loss", "elapsed_s")} for m in metrics]
     res.update(returncode=run["returncode"], stopped=run["stopped"],
-               seconds=round(sum(s["process_s"] for s in res["segments"]), 1), step=seg["end_step"])
+               seconds=round(sum(s.get("process_s") or 0 for s in res["segments"]), 1), step=seg["end_step"])
     if final is not None:
         res["status"] = "complete"
         res["final_val_loss"] = final.get("val_loss")
@@ -908,6 +930,11 @@ def main(argv=None):
         summarize(results)
         write_json(args.out / "acceptance.json", results)
         write_json(state_path, results)
+
+    def progress(name, partial):  # what a stage knows before its process ends, kept if the command is killed
+        results["stages"][name].update(partial)
+        save()
+    ctx["progress"] = progress
 
     runners = {"tests": stage_tests, "bench": stage_bench, "train": stage_train}
     save()

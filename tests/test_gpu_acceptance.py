@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -356,3 +357,43 @@ def test_bench_train_counts_the_peak_of_live_gpu_arrays(monkeypatch):
         return (lambda: None), (lambda: None), None
     with pytest.raises(RuntimeError, match="allocator was replaced"):
         bench.cuda_peak_memory("tl", make_that_replaces_the_allocator)
+
+
+def running_with(text):
+    """Pids of processes whose command line holds text (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
+def test_a_killed_command_leaves_no_training_running_and_can_be_resumed(tmp_path):
+    """SIGKILL (a device command's time limit) gives this script no chance to stop its stage: the
+    training gets SIGINT from the kernel instead, saves a checkpoint and exits; the state saved
+    when the stage started lets --resume-training finish it."""
+    work, iters = tmp_path / "work", 200
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--dry-run", "--stages", "train", "--train-iters",
+                             str(iters), "--out", tmp_path / "out1", "--work", work],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "] step 20:" in line:
+            proc.kill()
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-training, not finished
+    deadline = time.monotonic() + 20
+    while running_with(str(work / "train")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running_with(str(work / "train")) == [], "the training outlived the killed command"
+    state = json.loads((work / "state.json").read_text())["stages"]["train"]
+    assert state["status"] == "running" and "train_shakespeare.py" in state["command"]
+
+    done = acceptance("--resume-training", "--dry-run", "--out", tmp_path / "out2", "--work", work)
+    res = json.loads((tmp_path / "out2" / "acceptance.json").read_text())["stages"]["train"]
+    assert done.returncode == 0 and res["status"] == "complete", done.stdout
+    assert res["segments"][-1]["resumed"] is True and 20 <= res["segments"][-1]["start_step"] < iters
