@@ -175,50 +175,83 @@ def reset_peak_rss():
 
 
 def measure_memory(args, side):
-    """Run in the child: peak memory of two training steps (the first allocates AdamW's state),
-    above what the process holds after imports, model, optimizer and batch are made.
+    """Run in the child: peak memory of two training steps (the first allocates AdamW's state).
 
-    cpu:  peak RSS (VmHWM, reset after setup) minus RSS after setup, the same method for both
-          sides; tensorlite also gets the tracemalloc peak of one more step (NumPy reports its
-          allocations to tracemalloc). Linux only: it reads /proc/self.
-    cuda: torch.cuda.max_memory_allocated() minus allocated after setup; for tensorlite the
-          CuPy pool's total_bytes() (blocks held, an upper bound) minus used after setup.
+    cpu:  peak RSS (VmHWM, reset after setup) minus RSS after setup (imports, model, optimizer
+          and batch made), the same method for both sides; tensorlite also gets the tracemalloc
+          peak of one more step (NumPy reports its allocations to tracemalloc). Linux only: it
+          reads /proc/self.
+    cuda: see cuda_peak_memory: the whole training state's peak, from before the model is made.
     """
     cfg, batch_size = load_config(args)
     x, y = fixed_batch(cfg, batch_size)
-    step, sync, _ = (make_tl if side == "tl" else make_torch)(cfg, x, y, args.device)
+    make = make_tl if side == "tl" else make_torch
+    if args.device == "cuda":
+        return cuda_peak_memory(side, lambda: make(cfg, x, y, "cuda"))
+    step, sync, _ = make(cfg, x, y, args.device)
     result = {}
-    if args.device == "cuda" and side == "tl":
-        import cupy
-        pool = cupy.get_default_memory_pool()
-        pool.free_all_blocks()
-        base = pool.used_bytes()
-        for _ in range(2):
-            step()
-        sync()
-        result["peak_mb"] = (pool.total_bytes() - base) / 2**20
-    elif args.device == "cuda":
+    reset_peak_rss()
+    base = rss_bytes("VmRSS")
+    for _ in range(2):
+        step()
+    result["peak_mb"] = (rss_bytes("VmHWM") - base) / 2**20
+    if side == "tl":
+        import tracemalloc
+        tracemalloc.start()
+        step()
+        result["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return result
+
+
+def cuda_peak_memory(side, make):
+    """Peak GPU memory of make() (model, optimizer, batch) and two steps: weights, gradients,
+    AdamW's moments and activations, counted the same way on both sides. The CUDA context is
+    outside both counts.
+
+    peak_mb:      the most bytes held by live arrays at any moment. torch:
+                  torch.cuda.max_memory_allocated(); tensorlite: the largest used_bytes() of
+                  CuPy's default memory pool, read at every allocation through a wrapper
+                  around the current allocator.
+    peak_held_mb: what each caching allocator held from the device, freed blocks kept for
+                  reuse included: torch.cuda.max_memory_reserved(); CuPy's pool total_bytes().
+    """
+    if side == "torch":
         import torch
         torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
+        step, sync, _ = make()
         for _ in range(2):
             step()
         sync()
-        result["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        reset_peak_rss()
-        base = rss_bytes("VmRSS")
+        return {"peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+                "peak_held_mb": torch.cuda.max_memory_reserved() / 2**20}
+    import cupy
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    inner = cupy.cuda.get_allocator()
+    peak = {"used": pool.used_bytes(), "held": pool.total_bytes(), "calls": 0}
+
+    def malloc(size):
+        memptr = inner(size)
+        peak["calls"] += 1
+        peak["used"] = max(peak["used"], pool.used_bytes())
+        peak["held"] = max(peak["held"], pool.total_bytes())
+        return memptr
+
+    cupy.cuda.set_allocator(malloc)
+    try:
+        step, sync, _ = make()
         for _ in range(2):
             step()
-        result["peak_mb"] = (rss_bytes("VmHWM") - base) / 2**20
-        if side == "tl":
-            import tracemalloc
-            tracemalloc.start()
-            step()
-            result["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
-            tracemalloc.stop()
-    return result
+        sync()
+    finally:
+        replaced = cupy.cuda.get_allocator() is not malloc
+        cupy.cuda.set_allocator(inner)
+    if peak["calls"] == 0 or replaced:  # something else took over allocation: no per-call peak
+        raise RuntimeError("CuPy's allocator was replaced during the steps, so its peak could not be "
+                           "tracked; measure with the default memory pool")
+    return {"peak_mb": peak["used"] / 2**20, "peak_held_mb": peak["held"] / 2**20}
 
 
 def memory_in_child(args, side):
@@ -486,6 +519,7 @@ def main(args):
     for name in ("tl", "torch"):
         mem = memory_in_child(args, name) if name in sides else {}
         res[f"{name}_peak_mb"] = mem.get("peak_mb")
+        res[f"{name}_peak_held_mb"] = mem.get("peak_held_mb")  # cuda: what the caching allocator held
         if name == "tl":
             res["tl_traced_peak_mb"] = mem.get("traced_peak_mb")
 
@@ -535,8 +569,11 @@ def print_table(res, args):
     print(f"matmuls = ms for the step's {res['step_matmuls']} matrix products alone, on contiguous operands: "
           "a floor under ms/step. rest = ms/step - matmuls: element-wise ops, reductions, copies, "
           "the engine, AdamW.")
-    mem = "peak RSS (VmHWM) above RSS after setup, fresh process per side" if res["device"] == "cpu" else \
-        "torch: max_memory_allocated; tensorlite: CuPy pool total_bytes (upper bound), above setup"
+    mem = "peak RSS (VmHWM) above RSS after setup, fresh process per side" if res["device"] == "cpu" else (
+        "peak bytes held by live arrays over setup and two steps, fresh process per side (torch "
+        "max_memory_allocated, tensorlite CuPy pool used_bytes); the caching allocators held "
+        f"{fmt(res.get('tl_peak_held_mb'), '.1f')} MB (tensorlite) and "
+        f"{fmt(res.get('torch_peak_held_mb'), '.1f')} MB (torch)")
     traced = f"; tensorlite tracemalloc peak {res['tl_traced_peak_mb']:.1f} MB" if res.get("tl_traced_peak_mb") else ""
     print(f"peak MB = {mem}{traced}.")
     cached = f"; tensorlite with its KV cache: {res['tl_gen_cached_tok_s']:.1f} tok/s" \
