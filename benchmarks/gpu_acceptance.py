@@ -195,38 +195,54 @@ def run_process(cmd, log_path, seconds, grace_s, env=None, on_line=None, cwd=REP
     child). After `seconds - grace_s` (or on a stop request) the group gets SIGINT, `grace_s`
     later SIGTERM, KILL_AFTER_S after that SIGKILL. grace_s is at most a quarter of `seconds`.
 
+    The child writes into the log file itself, not into a pipe to this script, and this script
+    follows the file: if this script is killed, the child's next print cannot fail on a broken
+    pipe, so the training still gets to save its checkpoint (see _in_the_child).
+
     Returns {"returncode", "seconds", "stopped" (None or a Stopped value), "tail" (last lines),
     "last_line_t" (t of the last line)}.
     """
     start = time.monotonic()
     grace_s = min(grace_s, seconds / 4)  # a short share keeps most of itself for the work
-    state = {"stop": False, "last_line_t": None}
+    state = {"stop": False, "last_line_t": None, "notes": []}
     tail = deque(maxlen=60)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8", errors="replace") as log:
         log.write(f"$ {shlex.join(map(str, cmd))}\n")
         log.flush()
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                errors="replace", bufsize=1, preexec_fn=_in_the_child)
+        offset = log.tell()
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=_in_the_child)
+        done = threading.Event()  # set once the child has exited: read to the end, then stop
 
-        def reader():
-            for line in proc.stdout:
-                t = time.monotonic() - start
-                log.write(line)
-                log.flush()
-                line = line.rstrip("\n")
-                tail.append(line)
-                state["last_line_t"] = t
-                if on_line is not None:
-                    try:
-                        if on_line(line, t) == "stop":
-                            state["stop"] = True
-                    except Exception as e:  # a parsing bug must not hang the stage
-                        log.write(f"[gpu_acceptance] on_line failed: {type(e).__name__}: {e}\n")
+        def follow():
+            with open(log_path, "r", encoding="utf-8", errors="replace") as f:
+                f.seek(offset)
+                partial = ""
+                while True:
+                    chunk = f.readline()
+                    if not chunk:
+                        if done.is_set():
+                            break
+                        time.sleep(0.02)
+                        continue
+                    partial += chunk
+                    if not partial.endswith("\n") and not done.is_set():
+                        continue  # a line still being written
+                    line, partial = partial.rstrip("\n"), ""
+                    t = time.monotonic() - start
+                    tail.append(line)
+                    state["last_line_t"] = t
+                    if on_line is not None:
+                        try:
+                            if on_line(line, t) == "stop":
+                                state["stop"] = True
+                        except Exception as e:  # a parsing bug must not hang the stage
+                            state["notes"].append(f"on_line failed: {type(e).__name__}: {e}")
 
-        thread = threading.Thread(target=reader, daemon=True)
+        thread = threading.Thread(target=follow, daemon=True)
         thread.start()
         stopped, stop_t = None, None
         try:
@@ -253,8 +269,12 @@ def run_process(cmd, log_path, seconds, grace_s, env=None, on_line=None, cwd=REP
             if proc.poll() is None:  # only on an unexpected error above
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
+        done.set()
         thread.join(timeout=10)
         seconds_run = time.monotonic() - start
+        log.seek(0, os.SEEK_END)
+        for note in state["notes"]:
+            log.write(f"[gpu_acceptance] {note}\n")
         log.write(f"[gpu_acceptance] exit status {proc.returncode} after {seconds_run:.1f} s"
                   + (f", stopped ({stopped})" if stopped else "") + "\n")
     return {"returncode": proc.returncode, "seconds": seconds_run, "stopped": stopped,

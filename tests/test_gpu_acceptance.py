@@ -156,7 +156,9 @@ def test_a_failing_stage_is_recorded_and_a_stopped_training_resumes(tmp_path):
     assert second["end_step"] == iters
     # The last command's logs hold the whole run: both commands, both training segments.
     train_log = (tmp_path / "out2" / "train.log").read_text()
-    assert train_log.count("train_shakespeare.py") == 2 and "resuming from" in train_log
+    commands = [line for line in train_log.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2 and all("train_shakespeare.py" in c for c in commands)
+    assert commands[1].endswith("--resume") and "resuming from" in train_log
     log = (tmp_path / "out2" / "acceptance.log").read_text()
     assert log.startswith((tmp_path / "out1" / "acceptance.log").read_text()) and log.endswith(proc.stdout)
     rows = metrics(work / "train" / "metrics.jsonl")
