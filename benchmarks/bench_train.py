@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py [--preset cpu|lecture] [--device cpu|cuda] [--steps 20]
         [--warmup 3] [--block 5] [--block-warmup 2] [--json] [--no-torch] [--gen-tokens 200]
-        [--threads N] [--profile]
+        [--threads N] [--profile] [--kernels reference|fast]
 
 One step = forward, backward, AdamW step, zero_grad, on one fixed random batch. After
 --warmup steps each, the two sides alternate in blocks (a pause, --block-warmup untimed
@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true", help="time tensorlite only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--profile", action="store_true", help="also print tl.profile() of one tensorlite step")
+    p.add_argument("--kernels", choices=["reference", "fast"], default=None,
+                   help="tensorlite's ops: the fast kernels or the reference ops (default: "
+                        "TENSORLITE_KERNELS, else fast)")
     p.add_argument("--_memory", choices=["tl", "torch"], help=argparse.SUPPRESS)  # child-process mode
     args = p.parse_args(argv)
     if args.steps < 1 or args.block < 1 or args.block_warmup < 0 or args.warmup < 0:
@@ -225,6 +228,7 @@ def memory_in_child(args, side):
         cmd += ["--threads", str(args.threads)]
     if args.dropout is not None:
         cmd += ["--dropout", str(args.dropout)]
+    cmd += ["--kernels", tl.kernels.mode()]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         print(f"memory measurement for {side} failed:\n{out.stderr}", file=sys.stderr)
@@ -398,6 +402,8 @@ def torch_or_none(args):
 # ---------------------------------------------------------------------------------------------
 
 def main(args):
+    if args.kernels:
+        tl.use_kernels(args.kernels)
     if args._memory:
         if args._memory == "torch":
             torch_or_none(args)  # thread count and TF32, as in the parent
@@ -442,7 +448,7 @@ def main(args):
 
     res = {
         "device": args.device, "commit": git_commit(), "preset": args.preset,
-        "date": time.strftime("%Y-%m-%d"), "batch_size": batch_size,
+        "date": time.strftime("%Y-%m-%d"), "batch_size": batch_size, "kernels": tl.kernels.mode(),
         "others_cpu_pct": others, "pause_s": args.pause,
         "config": {k: cfg[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")},
         "steps": args.steps, "warmup": args.warmup, "block": args.block, "block_warmup": args.block_warmup,
@@ -504,8 +510,8 @@ def print_table(res, args):
     print(f"bench_train {res['date']}  commit {res['commit']}  preset {res['preset']}: B={res['batch_size']} "
           f"T={c['block_size']} n_layer={c['n_layer']} n_head={c['n_head']} n_embd={c['n_embd']} "
           f"V={c['vocab_size']} dropout={c['dropout']}")
-    print(f"device {res['device']}  threads {res['threads']}  BLAS {res['blas']}  numpy {res['numpy_version']}  "
-          f"torch {res['torch_version']}  "
+    print(f"device {res['device']}  kernels {res['kernels']}  threads {res['threads']}  BLAS {res['blas']}  "
+          f"numpy {res['numpy_version']}  torch {res['torch_version']}  "
           f"other processes' CPU use during timing {fmt(res['others_cpu_pct'], '.0f')}%")
     print(f"matmul peak {res['peak_gflops']:.0f} GFLOP/s ({res['peak_matmul_n']}^3 float32)  "
           f"model {res['flops_per_step'] / 1e9:.2f} GFLOP/step  params tl {res['tl_params']:,} "

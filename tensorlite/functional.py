@@ -6,10 +6,12 @@ gradient for each input, in order (None where an input is not differentiable). T
 sums each gradient back to its input's shape, so broadcasting needs no code here.
 Backward never writes into gy: it may be shared with other ops.
 Derivations: docs/backward.md.
+
+These are the reference ops: each is the textbook formula, written to be read. Some have a
+faster twin in tensorlite/kernels/ (NumPy tuned for the CPU, CUDA C for the GPU), tested equal
+to the op here; Function.apply runs the fast one unless tl.use_kernels("reference") is set.
 """
 import math
-
-import numpy as np
 
 from . import backend
 from .backend import get_array_module
@@ -137,104 +139,18 @@ class GELU(Function):
 
     Written y = x s with s = (1 + tanh(u)) / 2, whose slope is ds/dx = 2 s (1 - s) du/dx:
     dx = gy * s * (1 + d (1 - s)),   d = 2 sqrt(2/pi) x (1 + 3 * 0.044715 x^2)
-    This op runs on the largest activations, (B, T, 4C), so both passes are written in place,
-    block by block (see blocks()).
     """
     def forward(self, x):
         xp = get_array_module(x)
-        x = xp.ascontiguousarray(x)
-        s, y = xp.empty_like(x), xp.empty_like(x)
-        for b in blocks(x):
-            xb, u, yb = x.reshape(-1)[b], s.reshape(-1)[b], y.reshape(-1)[b]
-            xp.multiply(xb, xb, out=u)
-            u *= GELU_C * 0.044715
-            u += GELU_C
-            u *= xb                                  # u = sqrt(2/pi) (x + 0.044715 x^3)
-            xp.tanh(u, out=u)
-            u *= 0.5
-            u += 0.5                                 # s = (1 + tanh(u)) / 2
-            xp.multiply(xb, u, out=yb)               # y = x s
+        u = GELU_C * (x + 0.044715 * x * x * x)      # x * x * x: NumPy's x ** 3 is a slow pow()
+        s = 0.5 * (1 + xp.tanh(u))
         self.x, self.s = x, s                        # saved: dx needs x and s
-        return y
+        return x * s
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        gy = xp.ascontiguousarray(gy)
-        gx = xp.empty_like(gy)
-        parts = blocks(gx)
-        scratch = xp.empty(parts[0].stop if parts else 0, dtype=gx.dtype)  # the first block's size, reused
-        for b in parts:
-            x, s, g, d = self.x.reshape(-1)[b], self.s.reshape(-1)[b], gy.reshape(-1)[b], gx.reshape(-1)[b]
-            xp.multiply(x, x, out=d)
-            d *= 6 * GELU_C * 0.044715
-            d += 2 * GELU_C
-            d *= x                                   # d = 2 sqrt(2/pi) x (1 + 3 * 0.044715 x^2)
-            ds = scratch[:d.size]
-            xp.multiply(s, s, out=ds)
-            xp.subtract(s, ds, out=ds)               # s (1 - s)
-            d *= ds
-            d += s                                   # s (1 + d (1 - s))
-            d *= g
-        return gx
-
-
-def row_sum(a, axis=-1):
-    """a.sum(axis, keepdims=True); over the last axis, as one matrix-vector product.
-
-    NumPy's reduction over short contiguous rows (C = 64..512) is about 4x slower than a
-    BLAS GEMV with a vector of ones; the hot ops (layer norm, softmax) sum rows every call.
-    """
-    if axis not in (-1, a.ndim - 1):
-        return a.sum(axis=axis, keepdims=True)
-    xp = get_array_module(a)
-    rows = a.reshape(-1, a.shape[-1]) @ xp.ones(a.shape[-1], dtype=a.dtype)   # (N,)
-    return rows.reshape(*a.shape[:-1], 1)
-
-
-def leading_sum(a):
-    """a summed over every axis but the last: (..., C) -> (C,), as one GEMV (see row_sum)."""
-    xp = get_array_module(a)
-    a2 = a.reshape(-1, a.shape[-1])                                            # (N, C)
-    return xp.ones(a2.shape[0], dtype=a.dtype) @ a2
-
-
-def row_max(a, axis=-1):
-    """a.max(axis, keepdims=True); over the last axis, as the value at each row's argmax.
-
-    NumPy's max over short rows (T = 64) is slow; its argmax has a vectorized loop, so the
-    gather of the argmax is about 2x faster. Both give NaN for a row with a NaN.
-    """
-    xp = get_array_module(a)
-    if axis not in (-1, a.ndim - 1):
-        return a.max(axis=axis, keepdims=True)
-    return xp.take_along_axis(a, a.argmax(axis=-1)[..., None], axis=-1)
-
-
-def row_dot(a, b):
-    """(a * b).sum(-1, keepdims=True) without the (..., C) temporary: NumPy's vecdot."""
-    xp = get_array_module(a)
-    if hasattr(xp, "vecdot"):
-        return xp.vecdot(a, b)[..., None]
-    return (a * b).sum(axis=-1, keepdims=True)
-
-
-def leading_dot(a, b):
-    """(a * b) summed over every axis but the last, (..., C) -> (C,), without the temporary."""
-    xp = get_array_module(a)
-    return xp.einsum("nc,nc->c", a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]))
-
-
-def blocks(a, size=1 << 16):
-    """Slices of a's flattened elements for element-wise kernels of many passes.
-
-    On the CPU, blocks of 64K elements keep every pass over a block in cache (L2), which is
-    about 1.4x faster than whole-array passes over (B, T, 4C) arrays. On the GPU one block:
-    the whole array, one launch per pass.
-    """
-    n = a.size
-    if get_array_module(a) is not np:
-        return [slice(0, n)]
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+        x, s = self.x, self.s
+        d = 2 * GELU_C * x * (1 + 3 * 0.044715 * x * x)
+        return gy * s * (1 + d * (1 - s))
 
 
 # ======================================= reductions =======================================
@@ -422,7 +338,7 @@ class Linear(Function):
         gy2 = gy.reshape(-1, gy.shape[-1])               # (N, out)
         gx = (gy2 @ self.w).reshape(*gy.shape[:-1], self.w.shape[1])
         gw = gy2.T @ self.x2                             # (out, in)
-        gb = leading_sum(gy2) if self.has_bias else None
+        gb = gy2.sum(axis=0) if self.has_bias else None  # (out,)
         return gx, gw, gb
 
 
@@ -436,43 +352,21 @@ class Softmax(Function):
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
-        e = x - row_max(x, axis)                   # shift: exp never overflows
-        xp.exp(e, out=e)
-        e /= row_sum(e, axis)
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
         self.y = e  # the output is all backward needs
         return e
 
     def backward(self, gy):
-        return _softmax_backward(self.y, gy, self.axis)
-
-
-def _softmax_backward(y, gy, axis):
-    """y * (gy - sum(gy * y, axis)), with one temporary."""
-    gx = gy * y
-    s = row_sum(gx, axis)
-    get_array_module(gy).subtract(gy, s, out=gx)
-    gx *= y
-    return gx
-
-
-_causal_bias = {}
-
-
-def causal_bias(T, dtype, xp):
-    """(T, T) additive mask: 0 where a position may attend (column <= row), -inf above."""
-    key = (T, str(dtype), xp.__name__)
-    if key not in _causal_bias:
-        future = xp.triu(xp.ones((T, T), dtype=bool), k=1)
-        _causal_bias[key] = xp.where(future, -xp.inf, 0).astype(dtype)
-    return _causal_bias[key]
+        y = self.y
+        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
 
 
 class CausalSoftmax(Function):
     """Attention weights: y = softmax(masked_fill(x * scale, future, -inf)) along the last axis.
 
-    x is (..., T, T) scores, future = column > row. One pass for scale, mask and shift.
+    x is (..., T, T) scores, future = column > row.
     dx = scale * y * (gy - sum(gy * y))     (softmax's backward; future entries have y = 0)
-    The unfused composition is the reference it is tested against.
     """
     def forward(self, x, scale=1.0):
         xp = get_array_module(x)
@@ -480,18 +374,16 @@ class CausalSoftmax(Function):
         if x.ndim < 2 or x.shape[-2] != T:
             raise ValueError(f"causal_softmax needs square (..., T, T) scores, got {tuple(x.shape)}")
         scale = float(scale)                          # a NumPy float64 scale would promote z
-        z = x * scale
-        z += causal_bias(T, x.dtype, xp)             # -inf above the diagonal
-        z -= row_max(z)                              # the diagonal is never masked: max is finite
-        xp.exp(z, out=z)
-        z /= row_sum(z)
-        self.y, self.scale = z, scale
-        return z
+        future = xp.triu(xp.ones((T, T), dtype=bool), k=1)            # (T, T) column > row
+        z = xp.where(future, xp.asarray(-xp.inf, dtype=x.dtype), x * scale)  # (..., T, T)
+        e = xp.exp(z - z.max(axis=-1, keepdims=True))  # the diagonal is never masked: max is finite
+        y = e / e.sum(axis=-1, keepdims=True)
+        self.y, self.scale = y, scale                 # softmax's backward needs y; then * scale
+        return y
 
     def backward(self, gy):
-        gx = _softmax_backward(self.y, gy, -1)
-        gx *= self.scale
-        return gx
+        y = self.y
+        return self.scale * y * (gy - (gy * y).sum(axis=-1, keepdims=True))
 
 
 class LogSoftmax(Function):
@@ -502,8 +394,8 @@ class LogSoftmax(Function):
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
-        z = x - row_max(x, axis)
-        self.y = z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
+        z = x - x.max(axis=axis, keepdims=True)
+        self.y = z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))  # softmax is exp(y)
         return self.y
 
     def backward(self, gy):
@@ -535,42 +427,29 @@ class LayerNorm(Function):
     """
     def forward(self, x, w=None, b=None, eps=1e-5):
         xp = get_array_module(x)
-        C = x.shape[-1]
-        xh = x - row_sum(x) / C                                      # (..., C) centred
-        var = row_dot(xh, xh) / C                                    # (..., 1)
-        rstd = 1.0 / xp.sqrt(var + eps)                              # (..., 1)
-        xh *= rstd                                                   # normalized
+        mean = x.mean(-1, keepdims=True)                                       # (..., 1)
+        rstd = 1.0 / xp.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)  # (..., 1)
+        xh = (x - mean) * rstd                                                 # (..., C)
         self.xh, self.rstd, self.w = xh, rstd, w  # xh and rstd give dx in three terms; w scales dy
-        self.has_w, self.has_b = w is not None, b is not None
+        self.has_b = b is not None
         y = xh * w if w is not None else xh.copy()
-        if b is not None:
-            y += b
-        return y
+        return y + b if b is not None else y
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        xh, rstd = self.xh, self.rstd
-        C = gy.shape[-1]
-        gw = leading_dot(gy, xh) if self.has_w else None
-        gb = leading_sum(gy) if self.has_b else None
-        dxh = gy * self.w if self.has_w else gy.copy()
-        m2 = row_dot(dxh, xh) / C                                    # mean(dxh * xh)
-        dxh -= row_sum(dxh) / C                                      # - mean(dxh)
-        dxh -= xh * m2                                               # - xh * mean(dxh * xh)
-        dxh *= rstd                                                  # the three terms
-        return (dxh,) + ((gw,) if self.has_w else ()) + ((gb,) if self.has_b else ())
+        xh, rstd, w = self.xh, self.rstd, self.w
+        rows = tuple(range(gy.ndim - 1))                                       # every axis but C
+        dxh = gy * w if w is not None else gy
+        dx = rstd * (dxh - dxh.mean(-1, keepdims=True) - xh * (dxh * xh).mean(-1, keepdims=True))
+        dw = (gy * xh).sum(axis=rows) if w is not None else None              # (C,)
+        db = gy.sum(axis=rows) if self.has_b else None                        # (C,)
+        return tuple(g for g in (dx, dw, db) if g is not None)
 
 
 class Embedding(Function):
     """y[..., :] = W[ids[...], :] for integer ids; W is (V, C).
 
     dW[v] = sum of gy at every position whose id is v   (a scatter-add)
-    The scatter-add is one GEMM with the one-hot matrix, onehot(ids)^T @ gy, when that
-    matrix is small; it is deterministic (no atomics) and much faster than np.add.at.
-    Large vocabularies sort the ids and sum each run instead.
     """
-    ONEHOT_LIMIT = 1 << 24  # N * V elements
-
     def forward(self, w, ids):
         xp = get_array_module(w)
         if ids.dtype.kind not in "iu":
@@ -585,17 +464,8 @@ class Embedding(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        V, C = self.shape
-        ids = self.ids.ravel()                  # (N,)
-        gy = gy.reshape(-1, C)                  # (N, C)
-        if ids.size * V <= self.ONEHOT_LIMIT:
-            onehot = ids[None, :] == xp.arange(V)[:, None]       # (V, N)
-            return onehot.astype(gy.dtype) @ gy                  # (V, C)
-        order = xp.argsort(ids, kind="stable")
-        sorted_ids, rows = ids[order], gy[order]
-        starts = xp.flatnonzero(xp.concatenate([xp.ones(1, bool), sorted_ids[1:] != sorted_ids[:-1]]))
-        gw = xp.zeros((V, C), dtype=gy.dtype)
-        gw[sorted_ids[starts]] = xp.add.reduceat(rows, starts, axis=0)
+        gw = xp.zeros(self.shape, dtype=gy.dtype)     # (V, C)
+        xp.add.at(gw, self.ids, gy)                   # gw[ids[n]] += gy[n]; repeated ids add up
         return gw
 
 
@@ -606,31 +476,36 @@ class CrossEntropy(Function):
     """
     def forward(self, logits, targets):
         xp = get_array_module(logits)
+        x, t = self.rows_and_targets(logits, targets)           # (N, V), (N,)
+        rows = xp.arange(t.size)
+        z = x - x.max(axis=1, keepdims=True)                     # shift: exp never overflows
+        e = xp.exp(z)
+        s = e.sum(axis=1)                                        # (N,)
+        loss = (xp.log(s) - z[rows, t]).mean()                   # logsumexp(x) - x[target]
+        self.p = e / s[:, None]                                  # softmax, (N, V)
+        self.t, self.rows, self.shape = t, rows, logits.shape    # where the onehot's 1s go
+        return loss.astype(logits.dtype)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        onehot = xp.zeros_like(self.p)
+        onehot[self.rows, self.t] = 1
+        return ((self.p - onehot) * (gy / self.t.size)).reshape(self.shape)
+
+    @staticmethod
+    def rows_and_targets(logits, targets):
+        """Check the targets; logits as (N, V) rows and targets as (N,) ids."""
         V = logits.shape[-1]
         if targets.shape != logits.shape[:-1]:
             raise ValueError(f"cross_entropy: targets shape {tuple(targets.shape)} must be the "
                              f"logits shape {tuple(logits.shape)} without its last axis")
         if targets.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy targets must be integers, got dtype {targets.dtype}")
-        x = logits.reshape(-1, V)                                # (N, V)
-        t = targets.ravel()                                      # (N,)
+        t = targets.ravel()
         if t.size and (int(t.min()) < 0 or int(t.max()) >= V):
             raise IndexError(f"cross_entropy: targets must lie in 0..{V - 1}, "
                              f"found {int(t.min())}..{int(t.max())}")
-        rows = xp.arange(t.size)
-        z = x - row_max(x)                                       # shift: exp never overflows
-        e = xp.exp(z)
-        s = e.sum(axis=1, keepdims=True)                         # (N, 1)
-        loss = (xp.log(s[:, 0]) - z[rows, t]).mean()
-        e /= s
-        self.p, self.t, self.rows, self.shape = e, t, rows, logits.shape  # softmax and targets
-        return loss.astype(logits.dtype)
-
-    def backward(self, gy):
-        gx = self.p                          # owned by this op and freed after, so reuse it
-        gx[self.rows, self.t] -= 1
-        gx *= gy / self.t.size
-        return gx.reshape(self.shape)
+        return logits.reshape(-1, V), t
 
 
 class Dropout(Function):

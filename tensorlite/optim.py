@@ -1,15 +1,59 @@
 """Optimizers with PyTorch's semantics: AdamW, SGD, a warmup + cosine schedule, clip_grad_norm_.
 
 AdamW keeps each parameter group in one flat buffer: the parameters' .data become views
-into it, and one step is a handful of whole-buffer array ops instead of a loop over
-parameters (the same idea as PyTorch's `foreach` / `fused` AdamW).
+into it, and one step is one call of adamw_update over the whole buffer instead of a loop
+over parameters (the same idea as PyTorch's `foreach` / `fused` AdamW).
+
+adamw_update and grad_norm below are the reference formulas; tensorlite/kernels/ registers
+faster versions of them per device (blocked NumPy on the CPU), chosen by kernels.resolve.
 """
 import math
 
 import numpy as np
 
-from .backend import as_numpy, get_array_module
-from .functional import blocks
+from . import kernels
+from .backend import as_numpy, device_of, get_array_module
+from .tensor import Tensor
+
+
+@kernels.reference
+def adamw_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay):
+    """One AdamW step (torch.optim.AdamW's formula) over flat buffers, in place:
+
+        param      <- param - lr * weight_decay * param
+        exp_avg    <- beta1 * exp_avg + (1 - beta1) * grad
+        exp_avg_sq <- beta2 * exp_avg_sq + (1 - beta2) * grad^2
+        param      <- param - lr / (1 - beta1^step) * exp_avg
+                                / (sqrt(exp_avg_sq) / sqrt(1 - beta2^step) + eps)
+
+    param, grad, exp_avg, exp_avg_sq: 1-D contiguous arrays of one length, one floating dtype,
+    on one device; param, exp_avg and exp_avg_sq are updated in place, grad is only read.
+    step: the step count t >= 1 of these parameters, after this update (for the bias
+    corrections); lr, beta1, beta2, eps, weight_decay: Python floats. Returns None.
+    A fast kernel registered for it must take exactly these arguments.
+    """
+    xp = get_array_module(param)
+    param *= 1 - lr * weight_decay
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    denom = xp.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
+    param -= lr / (1 - beta1 ** step) * exp_avg / denom
+
+
+@kernels.reference
+def grad_norm(grads):
+    """The L2 norm of all the arrays together, sqrt(sum over arrays of sum(g^2)), as a 0-d
+    float64 array on their device; nothing is copied to the host.
+
+    grads: a non-empty list of floating arrays on one device, of any shapes. Each array's sum
+    of squares is taken in its own dtype, and the sums are added in float64.
+    A fast kernel registered for it must take and return the same.
+    """
+    xp = get_array_module(grads[0])
+    total = sum((g * g).sum().astype(np.float64) for g in grads)    # added in order, on the device
+    return xp.asanyarray(xp.sqrt(total))
 
 
 def _as_groups(params, defaults):
@@ -86,7 +130,7 @@ class AdamW(Optimizer):
         group.update(flat=flat, views=views, sizes=sizes, offsets=offsets,
                      exp_avg=group.get("exp_avg", xp.zeros_like(flat)),
                      exp_avg_sq=group.get("exp_avg_sq", xp.zeros_like(flat)),
-                     grad=xp.empty_like(flat), tmp=xp.empty_like(flat))
+                     grad=xp.empty_like(flat))
 
     def step(self):
         for group in self.param_groups:
@@ -107,36 +151,15 @@ class AdamW(Optimizer):
                     steps[i] += 1
                     self._update(group, slice(o, o + n), steps[i])
 
-    @classmethod
-    def _update(cls, group, part, t):
-        """One AdamW update of flat[part] at step t, in place, with one temporary buffer.
-
-        On the CPU the buffers go through in blocks (functional.blocks), so the dozen passes
-        of each block stay in cache (1.5x faster than whole-buffer passes for 0.8M parameters).
-        """
-        buffers = [group[k][part] for k in ("flat", "grad", "exp_avg", "exp_avg_sq", "tmp")]
-        for b in blocks(buffers[0]):
-            cls._update_block(group, t, *(x[b] for x in buffers))
-
     @staticmethod
-    def _update_block(group, t, flat, g, m, v, tmp):
-        xp = get_array_module(flat)
-        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        if wd:
-            flat *= 1 - lr * wd                                   # decoupled weight decay
-        m *= b1
-        xp.multiply(g, 1 - b1, out=tmp)
-        m += tmp                                                  # m = b1 m + (1 - b1) g
-        v *= b2
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v += tmp                                                  # v = b2 v + (1 - b2) g^2
-        xp.sqrt(v, out=tmp)
-        tmp /= math.sqrt(1 - b2 ** t)
-        tmp += eps                                                # denom
-        xp.divide(m, tmp, out=tmp)
-        tmp *= lr / (1 - b1 ** t)
-        flat -= tmp
+    def _update(group, part, t):
+        """One AdamW update of flat[part] at step t, in place (adamw_update or its kernel)."""
+        flat = group["flat"]
+        update = kernels.resolve(adamw_update, device_of(flat))
+        b1, b2 = group["betas"]
+        update(flat[part], group["grad"][part], group["exp_avg"][part], group["exp_avg_sq"][part],
+               step=t, lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
+               weight_decay=group["weight_decay"])
 
     def _repack(self, group):
         m, v = group["exp_avg"], group["exp_avg_sq"]
@@ -210,17 +233,22 @@ class SGD(Optimizer):
 
 
 def clip_grad_norm_(params, max_norm):
-    """Scale all gradients in place so their global L2 norm is at most max_norm; returns the
-    norm before clipping (as torch.nn.utils.clip_grad_norm_)."""
+    """Scale all gradients in place so that their global L2 norm is at most max_norm, and
+    return the norm before clipping as a 0-d Tensor, as torch.nn.utils.clip_grad_norm_ does.
+
+    Everything stays on the gradients' device: the norm (grad_norm, or its kernel), the
+    coefficient min(1, max_norm / (norm + 1e-6)) and the scaling, with no host `if`, so a GPU
+    step does not wait here. float(norm) or norm.item() reads it on the host when wanted.
+    """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return 0.0
-    total = math.sqrt(sum(float((g * g).sum()) for g in grads))
-    coef = max_norm / (total + 1e-6)
-    if coef < 1:
-        for g in grads:
-            g *= coef
-    return total
+        return Tensor(np.zeros((), dtype=np.float32))
+    xp = get_array_module(grads[0])
+    norm = kernels.resolve(grad_norm, device_of(grads[0]))(grads)           # 0-d, float64
+    coef = xp.minimum(max_norm / (norm + 1e-6), 1.0)                        # 1: leave them alone
+    for g in grads:
+        g *= coef.astype(g.dtype)
+    return Tensor(xp.asanyarray(norm.astype(np.result_type(*[g.dtype for g in grads]))))
 
 
 class WarmupCosine:

@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from . import backend
+from . import backend, kernels
 from .backend import DeviceError, as_numpy, device_of, get_array_module
 
 _grad_enabled = True
@@ -104,19 +104,25 @@ class Function:
             if x.device != device:
                 raise DeviceError(f"{cls.__name__}: inputs are on different devices "
                                   f"({', '.join(t.device for t in inputs)}); move them with .to(device)")
+        arrays = [x.data for x in inputs]
+        fast = kernels._active.get((cls, device))       # the one place ops choose (kernels/)
+        if fast is not None:
+            supports = kernels._supports.get((cls, device))
+            if supports is None or supports(*arrays, **kwargs):
+                cls = fast
         fn = cls()
         try:
             if _profiler is None:
-                y = fn.forward(*[x.data for x in inputs], **kwargs)
+                y = fn.forward(*arrays, **kwargs)
             else:
                 t0 = time.perf_counter()
-                y = fn.forward(*[x.data for x in inputs], **kwargs)
+                y = fn.forward(*arrays, **kwargs)
                 _profiler.record(cls.__name__, "forward", time.perf_counter() - t0, y)
         except ValueError as e:
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
             raise ValueError(f"{cls.__name__}: {e} (input shapes {shapes})") from e
         if _anomaly:
-            _check_finite(fn, "forward", (y,), [x.data for x in inputs])
+            _check_finite(fn, "forward", (y,), arrays)
         out = Tensor(y)
         if _grad_enabled and any(x.requires_grad for x in inputs):
             out.requires_grad = True
@@ -206,6 +212,10 @@ class Tensor:
 
     def item(self):
         return self.data.item()
+
+    def __float__(self):
+        """float(t) for a one-element tensor, so float(norm) and math.isfinite(norm) work."""
+        return float(self.item())
 
     def tolist(self):
         return self.numpy().tolist()

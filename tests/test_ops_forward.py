@@ -1,4 +1,5 @@
-"""Forward values against plain NumPy formulas, dropout's randomness, and stability at ±1e4."""
+"""Forward values against plain NumPy formulas, dropout's randomness, and stability at ±1e4,
+each with the fast kernels and with the reference ops."""
 import math
 import operator
 from functools import partial
@@ -8,6 +9,7 @@ import pytest
 
 import tensorlite as tl
 import tensorlite.functional as F
+from tensorlite import kernels
 from tensorlite.backend import as_numpy
 
 _rng = np.random.default_rng(99)  # the table below is drawn once, at import
@@ -16,6 +18,13 @@ W5, B5 = _rng.standard_normal(5), _rng.standard_normal(5)
 IDS = np.array([[1, 3, 1], [6, 0, 3]])
 CAUSAL = ~np.tril(np.ones((4, 4), bool))
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+@pytest.fixture(autouse=True, params=kernels.MODES)
+def kernel_mode(request):
+    """Every test here runs twice: with the fast kernels and with the reference ops."""
+    with tl.use_kernels(request.param):
+        yield request.param
 
 
 # ---- plain NumPy references: the textbook formula, no shifts or fusions -----------------------

@@ -1,7 +1,9 @@
 """Gradient checks of every differentiable op, on every input.
 
 Each case is float64 with random inputs and goes through tl.gradcheck, whose upstream gradient
-is random (a check of sum(f(x)) would miss bugs: see test_gradcheck_checker.py).
+is random (a check of sum(f(x)) would miss bugs: see test_gradcheck_checker.py). tl.gradcheck
+checks each case with the fast kernels (tensorlite/kernels) and again with the reference ops
+(tensorlite/functional) wherever a fast kernel ran.
 test_every_function_has_a_case fails when a Function is added to tensorlite without a case here.
 """
 import math
@@ -15,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 import tensorlite as tl
 import tensorlite.functional as F
-from tensorlite.backend import as_numpy
+from tensorlite import kernels
 
 _rng = np.random.default_rng(1234)  # the case table below is drawn once, at import
 
@@ -65,13 +67,14 @@ def make_inputs(args, device):
 
 def ops_in_graph(out):
     """The Function types that made `out`, walked without recursion."""
-    seen, stack = set(), [out]
+    types, visited, stack = set(), set(), [out]
     while stack:
-        t = stack.pop()
-        if t.creator is not None and type(t.creator) not in seen:
-            seen.add(type(t.creator))
-            stack.extend(t.creator.inputs)
-    return seen
+        fn = stack.pop().creator
+        if fn is not None and id(fn) not in visited:
+            visited.add(id(fn))
+            types.add(type(fn))
+            stack.extend(fn.inputs)
+    return types
 
 
 # ====================================== the case table =======================================
@@ -194,14 +197,15 @@ CASES = [
 # ========================================== tests ============================================
 
 def all_functions():
-    """Every Function subclass defined in tensorlite, at any depth."""
+    """Every Function subclass defined in tensorlite, at any depth, but the fast kernels:
+    they are checked through their reference op's cases."""
     found, stack = set(), [tl.Function]
     while stack:
         for sub in stack.pop().__subclasses__():
             if sub not in found:
                 found.add(sub)
                 stack.append(sub)
-    return {f for f in found if f.__module__.startswith("tensorlite")}
+    return {f for f in found if f.__module__.startswith("tensorlite") and kernels.reference_of(f) is None}
 
 
 def test_every_function_has_a_case():
@@ -215,31 +219,21 @@ def test_every_function_has_a_case():
 @pytest.mark.parametrize("op, fn, args", CASES)
 def test_gradcheck(op, fn, args, device):
     inputs = make_inputs(args, device)
-    assert op in ops_in_graph(fn(*inputs)), f"the case does not exercise {op.__name__}"
-    assert tl.gradcheck(fn, *inputs)
+    ran = ops_in_graph(fn(*inputs))
+    assert op in {kernels.reference_of(f) or f for f in ran}, f"the case does not exercise {op.__name__}"
+    assert kernels.resolve(op, device) in ran, f"the {op.__name__} registered for {device} did not run"
+    assert tl.gradcheck(fn, *inputs)                   # with the fast kernels, then the reference
 
 
+@pytest.mark.parametrize("mode", kernels.MODES)
 @pytest.mark.parametrize("op, fn, args", CASES)
-def test_backward_does_not_write_into_gy(op, fn, args, device, rng):
-    out = fn(*make_inputs(args, device))
-    gy = tl.tensor(rng.standard_normal(out.shape), device=device)
-    before = gy.numpy().copy()
-    out.backward(gy)
+def test_backward_does_not_write_into_gy(op, fn, args, device, rng, mode):
+    with tl.use_kernels(mode):
+        out = fn(*make_inputs(args, device))
+        gy = tl.tensor(rng.standard_normal(out.shape), device=device)
+        before = gy.numpy().copy()
+        out.backward(gy)
     np.testing.assert_array_equal(gy.numpy(), before)
-
-
-@pytest.mark.parametrize("ids", [[1, 3, 1, 1, 6], [[0, 2, 2], [6, 2, 0]]], ids=["1d", "2d"])
-def test_embedding_sort_path(ids, device, rng, monkeypatch):
-    """Large vocabularies sort the ids and sum each run instead of building a one-hot matrix."""
-    w = tl.tensor(rng.standard_normal((7, 3)), requires_grad=True, device=device)
-    gy = rng.standard_normal(np.shape(ids) + (3,))
-    F.embedding(ids, w).backward(gy)
-    onehot_grad, w.grad = w.grad, None
-
-    monkeypatch.setattr(F.Embedding, "ONEHOT_LIMIT", 0)  # every N * V is above it now
-    assert tl.gradcheck(lambda w: F.embedding(ids, w), w)
-    F.embedding(ids, w).backward(gy)
-    np.testing.assert_allclose(as_numpy(w.grad), as_numpy(onehot_grad), rtol=1e-12)
 
 
 # ================================== hypothesis-drawn shapes ==================================

@@ -1,5 +1,6 @@
 """tensorlite.optim: AdamW and SGD against hand-written NumPy references (and PyTorch when it
 is installed), AdamW's flat buffer and state, the warmup + cosine schedule, gradient clipping.
+AdamW runs with the fast update kernel and with the reference adamw_update.
 """
 import math
 import pickle
@@ -10,12 +11,19 @@ from hypothesis import given, settings, strategies as st
 
 import tensorlite as tl
 from gpt import GPT, GPTConfig
-from tensorlite import nn
-from tensorlite.optim import SGD, AdamW, WarmupCosine, clip_grad_norm_
+from tensorlite import kernels, nn
+from tensorlite.optim import SGD, AdamW, WarmupCosine, adamw_update, clip_grad_norm_
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not tl.gpu_available(), reason="no GPU: CuPy not installed or sees no device"))]
 SHAPES = [(3, 4), (5,), (2, 3, 2)]
+
+
+@pytest.fixture(autouse=True)
+def restore_kernel_mode():
+    """Tests here may switch the kernel mode with a plain tl.use_kernels(mode) call."""
+    with tl.use_kernels(kernels.mode()):
+        yield
 
 
 def make_params(shapes=SHAPES, seed=0, dtype=np.float64):
@@ -76,7 +84,9 @@ def test_adamw_defaults_are_pytorchs():
     assert settings == (1e-3, (0.9, 0.999), 1e-8, 0.01)
 
 
-def test_adamw_matches_the_formula_with_two_groups():
+@pytest.mark.parametrize("mode", kernels.MODES)
+def test_adamw_matches_the_formula_with_two_groups(mode):
+    tl.use_kernels(mode)   # restored by the autouse fixture below
     params = make_params()
     start = [p.numpy().copy() for p in params]
     grads = random_grads(params, steps=4)
@@ -95,8 +105,10 @@ def test_adamw_matches_the_formula_with_two_groups():
     assert not np.allclose(params[0].numpy(), start[0])
 
 
-def test_adamw_matches_torch():
+@pytest.mark.parametrize("mode", kernels.MODES)
+def test_adamw_matches_torch(mode):
     torch = pytest.importorskip("torch", reason="PyTorch not installed: reference comparison skipped")
+    tl.use_kernels(mode)
     params = make_params()
     ours = AdamW(two_groups(params), betas=(0.9, 0.99), eps=1e-6)
     theirs_params = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
@@ -331,6 +343,23 @@ def test_warmup_cosine_landmarks():
     assert all(a > b for a, b in zip(lrs[10:110], lrs[11:111]))
 
 
+# ---- the update kernel -----------------------------------------------------------------------
+
+def test_adamw_uses_the_registered_update_in_fast_mode_only(monkeypatch):
+    calls = []
+    fast = kernels.resolve(adamw_update, "cpu")
+    assert fast is not adamw_update and kernels.reference_of(fast) is adamw_update
+    monkeypatch.setitem(kernels._active, (adamw_update, "cpu"),
+                        lambda *args, **kw: calls.append("fast") or fast(*args, **kw))
+    params = make_params()
+    opt = AdamW(params)
+    run(opt, params, random_grads(params, steps=1))
+    assert calls == ["fast"]
+    with tl.use_kernels("reference"):
+        run(opt, params, random_grads(params, steps=1))
+    assert calls == ["fast"]
+
+
 # ---- gradient clipping ----------------------------------------------------------------------
 
 def test_clip_grad_norm_scales_to_max_norm():
@@ -339,7 +368,7 @@ def test_clip_grad_norm_scales_to_max_norm():
         p.grad = 10 * g
     norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
     directions = [p.grad / norm for p in params]
-    assert clip_grad_norm_(params, 1.5) == pytest.approx(norm, rel=1e-12)
+    assert float(clip_grad_norm_(params, 1.5)) == pytest.approx(norm, rel=1e-12)
     new_norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
     assert new_norm == pytest.approx(1.5, rel=1e-6)
     for p, d in zip(params, directions):                           # direction kept
@@ -352,7 +381,7 @@ def test_clip_grad_norm_leaves_small_gradients_unchanged():
         p.grad = 1e-3 * g
     before = [p.grad.copy() for p in params]
     norm = clip_grad_norm_(params, 1.0)
-    assert norm == pytest.approx(math.sqrt(sum(float((g ** 2).sum()) for g in before)), rel=1e-12)
+    assert float(norm) == pytest.approx(math.sqrt(sum(float((g ** 2).sum()) for g in before)), rel=1e-12)
     for p, g in zip(params, before):
         np.testing.assert_array_equal(p.grad, g)
 
@@ -360,9 +389,54 @@ def test_clip_grad_norm_leaves_small_gradients_unchanged():
 def test_clip_grad_norm_skips_missing_gradients():
     params = make_params()
     params[1].grad = np.full(5, 2.0)
-    assert clip_grad_norm_(params, 1.0) == pytest.approx(math.sqrt(20))
+    assert float(clip_grad_norm_(params, 1.0)) == pytest.approx(math.sqrt(20))
     assert params[0].grad is None
-    assert clip_grad_norm_(make_params(), 1.0) == 0.0
+    assert float(clip_grad_norm_(make_params(), 1.0)) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_grad_norm_returns_a_0d_tensor_like_pytorch(dtype):
+    params = make_params(dtype=dtype)
+    for p, g in zip(params, random_grads(params, steps=1)[0]):
+        p.grad = g
+    norm = clip_grad_norm_(params, 1.0)
+    assert isinstance(norm, tl.Tensor) and norm.shape == () and norm.dtype == dtype
+    assert norm.device == "cpu" and math.isfinite(norm) and float(norm) == norm.item() > 1.0
+    params[0].grad[0, 0] = np.inf
+    with np.errstate(invalid="ignore"):                       # inf * 0: as in PyTorch, NaN
+        assert not math.isfinite(clip_grad_norm_(params, 1.0))
+
+
+class OnDevice(np.ndarray):
+    """An array that refuses to be read on the host, as a GPU array would make the host wait."""
+    def __bool__(self):
+        raise RuntimeError("host read: bool")
+
+    def __float__(self):
+        raise RuntimeError("host read: float")
+
+    def item(self, *args):
+        raise RuntimeError("host read: item")
+
+
+@pytest.mark.parametrize("scale", [10.0, 1e-3], ids=["clipped", "unchanged"])
+def test_clip_grad_norm_reads_nothing_on_the_host(scale):
+    """The norm, the coefficient min(1, max_norm / (norm + 1e-6)) and the scaling stay arrays:
+    no float(), no `if` on a value; the caller reads the returned norm when it wants to."""
+    params = make_params()
+    grads = [scale * g for g in random_grads(params, steps=1)[0]]
+    for p, g in zip(params, grads):
+        p.grad = g.copy().view(OnDevice)
+    with pytest.raises(RuntimeError, match="host read"):     # the trap works
+        float((params[0].grad ** 2).sum())
+    norm = clip_grad_norm_(params, 1.0)
+    total = math.sqrt(sum(float((g ** 2).sum()) for g in grads))
+    assert isinstance(norm.data, OnDevice)
+    assert norm.data.view(np.ndarray) == pytest.approx(total, rel=1e-12)
+    coef = min(1.0, 1.0 / (total + 1e-6))
+    for p, g in zip(params, grads):
+        assert isinstance(p.grad, OnDevice)
+        np.testing.assert_allclose(p.grad.view(np.ndarray), g * coef, rtol=1e-15)
 
 
 def test_clip_grad_norm_matches_torch():
@@ -372,7 +446,7 @@ def test_clip_grad_norm_matches_torch():
     for p, q, g in zip(params, theirs, random_grads(params, steps=1)[0]):
         p.grad, q.grad = 3 * g, torch.tensor(3 * g)
     expected = float(torch.nn.utils.clip_grad_norm_(theirs, 0.7))
-    assert clip_grad_norm_(params, 0.7) == pytest.approx(expected, rel=1e-12)
+    assert float(clip_grad_norm_(params, 0.7)) == pytest.approx(expected, rel=1e-12)
     for p, q in zip(params, theirs):
         np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12)
 
@@ -390,9 +464,11 @@ def test_configure_optimizer_decays_matrices_only():
     assert decay["betas"] == (0.9, 0.95) and decay["lr"] == 1e-3
 
 
-def test_adamw_skips_parameters_without_a_gradient_as_pytorch_does():
+@pytest.mark.parametrize("mode", kernels.MODES)
+def test_adamw_skips_parameters_without_a_gradient_as_pytorch_does(mode):
     """A parameter whose .grad is None is not decayed, not moved and keeps its step count;
     the others follow the reference, each with its own bias correction."""
+    tl.use_kernels(mode)
     rng = np.random.default_rng(5)
     a, b = (tl.tensor(rng.standard_normal(s), requires_grad=True) for s in ((3, 2), (4,)))
     a0, b0 = a.numpy().copy(), b.numpy().copy()

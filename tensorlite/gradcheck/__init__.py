@@ -8,11 +8,16 @@ returns y * (gy - sum(y)) instead of y * (gy - sum(gy * y)) gives 0 there too an
 
 Small inputs are checked element by element; large ones along random directions d,
 comparing <dL/dx, d> with (L(x + eps d) - L(x - eps d)) / (2 eps).
+
+An op may run as its reference (tensorlite.functional) or as a fast kernel (tensorlite.kernels),
+so by default fn is checked both ways: with the fast kernels, and, when fn ran any, again with
+the reference ops.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import kernels as _kernels
 from ..backend import as_numpy, get_array_module
 from ..tensor import Tensor, no_grad
 
@@ -35,33 +40,55 @@ class InputReport:
     analytic: float
     numeric: float
     passed: bool
+    kernels: str = "reference"  # "fast" when the checked run used a fast kernel, else "reference"
 
 
-def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
+def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, kernels="both"):
     """Check fn's backward against central differences; True or GradcheckError.
 
     fn takes the inputs (Tensors or other arguments) and returns one Tensor. Every floating
     Tensor input with requires_grad=True is checked, after being copied to float64.
+    kernels: "both" (fn with the fast kernels, and again with the reference ops if it ran any
+    fast kernel), "fast" or "reference" (that mode only).
     """
-    for r in gradcheck_report(fn, *inputs, eps=eps, atol=atol, rtol=rtol, seed=seed):
+    for r in gradcheck_report(fn, *inputs, eps=eps, atol=atol, rtol=rtol, seed=seed, kernels=kernels):
         if not r.passed:
             raise GradcheckError(
                 f"gradient of input {r.index} (shape {r.shape}) is wrong at {r.worst}: "
                 f"analytic {r.analytic:.10g}, numeric {r.numeric:.10g} "
-                f"(abs err {r.max_abs_err:.3g}, rel err {r.max_rel_err:.3g}; atol {atol}, rtol {rtol})")
+                f"(abs err {r.max_abs_err:.3g}, rel err {r.max_rel_err:.3g}; atol {atol}, rtol {rtol}; "
+                f"{'fast kernels' if r.kernels == 'fast' else 'reference ops'})")
     return True
 
 
-def gradcheck_report(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
-    """The per-input comparison behind gradcheck, as a list of InputReport."""
+def gradcheck_report(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, kernels="both"):
+    """The per-input comparison behind gradcheck, as a list of InputReport: one per checked
+    input, the failing run's (or, when all pass, the one with the larger error) where fn was
+    checked in both kernel modes."""
+    if kernels not in ("both", "fast", "reference"):
+        raise ValueError(f"gradcheck: kernels must be 'both', 'fast' or 'reference', got {kernels!r}")
     inputs = [_float64(x) for x in inputs]
     checked = [i for i, x in enumerate(inputs) if _is_checked(x)]
     if not checked:
         raise ValueError("gradcheck: no floating input with requires_grad=True to check")
+    runs = []
+    for mode in ("fast", "reference"):
+        if kernels in (mode, "both"):
+            with _kernels.use_kernels(mode):
+                reports, used_fast = _check(fn, inputs, checked, eps, atol, rtol, seed)
+            runs.append(reports)
+            if kernels == "both" and not used_fast:
+                break                       # fn ran no fast kernel: the reference run is the same
+    return [min(pair, key=lambda r: (r.passed, -r.max_abs_err)) for pair in zip(*runs)]
 
+
+def _check(fn, inputs, checked, eps, atol, rtol, seed):
+    """Reports for the checked inputs under the current kernel mode, and whether fn ran a
+    fast kernel."""
     out = fn(*inputs)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+    used_fast = any(_kernels.reference_of(op) is not None for op in _ops_in_graph(out))
     xp = out.xp
     rng = np.random.default_rng(seed)
     gy = xp.asarray(rng.standard_normal(out.shape))           # the random upstream gradient
@@ -78,10 +105,24 @@ def gradcheck_report(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         x = inputs[i]
         analytic = x.grad if x.grad is not None else xp.zeros_like(x.data)
         if x.size <= FULL_CHECK_LIMIT:
-            reports.append(_check_elements(i, x, as_numpy(analytic), loss, eps, atol, rtol))
+            r = _check_elements(i, x, as_numpy(analytic), loss, eps, atol, rtol)
         else:
-            reports.append(_check_directions(i, x, analytic, loss, eps, atol, rtol, rng))
-    return reports
+            r = _check_directions(i, x, analytic, loss, eps, atol, rtol, rng)
+        r.kernels = "fast" if used_fast else "reference"
+        reports.append(r)
+    return reports, used_fast
+
+
+def _ops_in_graph(out):
+    """The Function types of the graph that made out (walked without recursion)."""
+    types, visited, stack = set(), set(), [out]
+    while stack:
+        fn = stack.pop().creator
+        if fn is not None and id(fn) not in visited:
+            visited.add(id(fn))
+            types.add(type(fn))
+            stack.extend(fn.inputs)
+    return types
 
 
 def _float64(x):
