@@ -9,11 +9,18 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tensorlite", "tensorlite.*", "gpt", "gpt.*"]),
+    package_data={"tensorlite.kernels": ["*.cu", "*.cuh"]},   # the CUDA C sources, compiled at first use
     install_requires=["numpy>=1.24", "tqdm>=4.60"],
     extras_require={
-        "cuda12": ["cupy-cuda12x>=13"],
-        "cuda13": ["cupy-cuda13x>=13"],
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5"],  # matplotlib: the picture tests
+        # CuPy with its [ctk] extra (CuPy 14+): the CUDA runtime, NVRTC and cuBLAS come as
+        # wheels too, so a machine with only the NVIDIA driver can run device "cuda"
+        "cuda12": ["cupy-cuda12x[ctk]>=14"],
+        "cuda13": ["cupy-cuda13x[ctk]>=14"],
+        # matplotlib: the picture tests; cupy (imports without a GPU): the cuda path runs on
+        # tests/cupy_standin, which checks its names against the real package; NVRTC (no
+        # GPU or driver needed): tests/test_cuda_kernel_nvrtc.py compiles every .cu with it
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "cupy-cuda12x>=14",
+                 "nvidia-cuda-nvrtc-cu12>=12.0"],
         "bench": ["torch"],
         "viz": ["matplotlib>=3.5"],
     },

@@ -1,16 +1,16 @@
 """The GPT of "Let's build GPT", laid out as nanoGPT's model.py so weights move between them.
 
 Shapes: B batch, T time (<= block_size), C n_embd, nh n_head, hs head size C // nh, V vocab.
+Sampling and the KV cache live in gpt/generate.py.
 """
 import math
-
-import numpy as np
 
 import tensorlite as tl
 import tensorlite.functional as F
 from tensorlite import backend, nn
 
 from .config import GPTConfig
+from .generate import KVCache, generate, last_logits, next_logits_cached, sample  # noqa: F401
 
 
 class CausalSelfAttention(nn.Module):
@@ -26,8 +26,15 @@ class CausalSelfAttention(nn.Module):
         self.fused_softmax = config.fused_softmax
         self.record_attention = False  # when True, forward keeps its weights in self.attention
         self.attention = None           # (B, nh, T, T) raw array, for pictures of attention
-        # future positions, True above the diagonal (the lecture's `tril == 0`); not a parameter
-        self.future = np.triu(np.ones((config.block_size, config.block_size), dtype=bool), k=1)
+        self.block_size = config.block_size
+        self.future = {}  # device -> (block_size, block_size) bool, True above the diagonal
+
+    def future_mask(self, T, device):
+        """The future positions (the lecture's `tril == 0`), made once per device, not per step."""
+        if device not in self.future:
+            xp = backend.xp_for(device)
+            self.future[device] = xp.triu(xp.ones((self.block_size, self.block_size), dtype=bool), k=1)
+        return self.future[device][:T, :T]
 
     def forward(self, x, cache=None):
         B, T, C = x.shape
@@ -48,7 +55,7 @@ class CausalSelfAttention(nn.Module):
                 att = F.causal_softmax(att, scale=1.0 / math.sqrt(hs))
             else:                   # the lecture's: scale, hide the future, softmax
                 att = att * (1.0 / math.sqrt(hs))
-                att = att.masked_fill(backend.to_device(self.future[:T, :T], x.device), float("-inf"))
+                att = att.masked_fill(self.future_mask(T, x.device), float("-inf"))
                 att = F.softmax(att, axis=-1)
         if self.record_attention:
             self.attention = att.data
@@ -105,87 +112,16 @@ class LanguageModel(nn.Module):
         return data
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None, use_cache=True):
-        """Append max_new_tokens sampled tokens to idx (B, T0) and return (B, T0 + n).
-
-        Runs in eval mode under no_grad, cropping the context to block_size. Sampling draws
-        from numpy.random.default_rng(seed), or tensorlite's generator (tl.manual_seed) when
-        seed is None, so the same seed gives the same text, with or without the KV cache.
-        """
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if top_k is not None and top_k <= 0:
-            raise ValueError(f"top_k must be a positive integer, got {top_k}")
-        gen = np.random.default_rng(seed) if seed is not None else backend.rng("cpu")
-        ids = backend.as_numpy(self._ids(np.asarray(idx) if isinstance(idx, list) else idx, check_length=False))
-        cache = self.new_cache() if use_cache else None
-        was_training = self.training
-        self.eval()
-        try:
-            with tl.no_grad():
-                for _ in range(max_new_tokens):
-                    context = ids if self.block_size is None else ids[:, -self.block_size:]
-                    logits = self.next_logits(context, cache)   # (B, V) float64 numpy
-                    next_ids = sample(logits, temperature, top_k, gen)
-                    ids = np.concatenate([ids, next_ids[:, None]], axis=1)
-        finally:
-            self.train(was_training)
-        return tl.Tensor(ids) if isinstance(idx, tl.Tensor) else ids
+        """Append max_new_tokens sampled tokens to idx (B, T0) and return (B, T0 + n):
+        gpt.generate.generate, with the KV cache where the model has one."""
+        return generate(self, idx, max_new_tokens, temperature, top_k, seed, use_cache)
 
     def new_cache(self):
         return None  # models without attention have nothing to keep
 
     def next_logits(self, context, cache=None):
-        logits, _ = self(context)
-        return backend.as_numpy(logits.data[:, -1, :]).astype(np.float64)
-
-
-class KVCache:
-    """Each attention layer's keys and values of the positions seen so far, (B, nh, t, hs),
-    in buffers of block_size positions, so a new token costs O(t) work instead of a whole
-    forward pass over the context.
-
-    The cache holds one window: when the context is cropped to its last block_size tokens,
-    every position's embedding changes, so the window is computed afresh (exactly as
-    without the cache).
-    """
-
-    def __init__(self, block_size):
-        self.block_size = block_size
-        self.reset()
-
-    def reset(self):
-        self.keys, self.values, self.used = {}, {}, {}
-        self.tokens = None     # the ids whose keys and values are kept, (B, t)
-
-    def length(self, layer):
-        return self.used.get(id(layer), 0)
-
-    def append(self, layer, k, v):
-        """Store k, v (B, nh, t, hs) after the kept positions; return all kept, as Tensors."""
-        key, t = id(layer), k.shape[2]
-        if key not in self.keys:
-            xp = k.xp
-            B, nh, _, hs = k.shape
-            self.keys[key] = xp.empty((B, nh, self.block_size, hs), dtype=k.dtype)
-            self.values[key] = xp.empty((B, nh, self.block_size, hs), dtype=v.dtype)
-            self.used[key] = 0
-        n = self.used[key]
-        self.keys[key][:, :, n:n + t] = k.data
-        self.values[key][:, :, n:n + t] = v.data
-        self.used[key] = n + t
-        return tl.Tensor(self.keys[key][:, :, :n + t]), tl.Tensor(self.values[key][:, :, :n + t])
-
-
-def sample(logits, temperature, top_k, gen):
-    """One token per row of logits (B, V): softmax(logits / temperature), top-k optional."""
-    logits = logits / temperature
-    if top_k is not None:
-        kth = np.sort(logits, axis=-1)[:, -min(top_k, logits.shape[-1])][:, None]
-        logits = np.where(logits < kth, -np.inf, logits)
-    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    cdf = np.cumsum(p, axis=-1)
-    u = gen.random((logits.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum((cdf < u).sum(axis=-1), logits.shape[-1] - 1)   # inverse-CDF draw
+        """The logits of the token after context (B, t): (B, V) float64 on the host."""
+        return last_logits(self, context)
 
 
 class GPT(LanguageModel):
@@ -241,23 +177,9 @@ class GPT(LanguageModel):
         return KVCache(self.block_size)
 
     def next_logits(self, context, cache=None):
-        """Logits of the token after context (B, t), (B, V): with a cache, only the new
+        """The logits of the token after context (B, t), (B, V): with a cache, only the new
         position is computed while the window still starts at the same token."""
-        if cache is None:
-            return super().next_logits(context)
-        kept = cache.tokens
-        if kept is not None and kept.shape[1] == context.shape[1] - 1 and np.array_equal(kept, context[:, :-1]):
-            x = context[:, -1:]                                 # only the new token
-        elif context.shape[1] == self.block_size:
-            # a full window that moved: every position changed, nothing to reuse now or later
-            cache.reset()
-            return super().next_logits(context)
-        else:
-            cache.reset()                                       # a new window: compute it whole
-            x = context
-        cache.tokens = context
-        logits, _ = self(x, cache=cache)
-        return backend.as_numpy(logits.data[:, -1, :]).astype(np.float64)
+        return last_logits(self, context) if cache is None else next_logits_cached(self, context, cache)
 
     def configure_optimizer(self, learning_rate, weight_decay, betas=(0.9, 0.999)):
         """AdamW with weight decay on matrices only (not biases, LayerNorm weights), as nanoGPT."""

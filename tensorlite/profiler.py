@@ -5,14 +5,15 @@
     print(prof.table())
 
 Timing is wall-clock around each forward and backward call. On the GPU, kernels run
-asynchronously, so the profiler synchronizes after each call to charge time to the op
-that launched it (this slows the step; use it to find hot spots, not to benchmark).
+asynchronously, so once cuda is in use the profiler synchronizes the device before and
+after each call (start() and record()), so an op is charged for its own kernels and not
+for work queued before it (this slows the step; use it to find hot spots, not to benchmark).
 """
 import time
 from collections import defaultdict
 
+from . import backend
 from . import tensor as _tensor
-from .backend import cp
 
 
 class profile:
@@ -24,18 +25,25 @@ class profile:
         if _tensor._profiler is not None:
             raise RuntimeError("tl.profile() blocks cannot be nested")
         _tensor._profiler = self
-        self._t0 = time.perf_counter()
+        self._t0 = self.start()
         return self
 
     def __exit__(self, *exc):
+        backend.synchronize()
         self.wall = time.perf_counter() - self._t0
         _tensor._profiler = None
 
-    def record(self, name, phase, seconds, out):
-        if cp is not None and out is not None and isinstance(out, cp.ndarray):
-            t0 = time.perf_counter()
-            cp.cuda.get_current_stream().synchronize()
-            seconds += time.perf_counter() - t0
+    def start(self):
+        """The time an op starts, once the device has finished everything queued before it."""
+        backend.synchronize()
+        return time.perf_counter()
+
+    def record(self, name, phase, seconds, out=None):
+        """Charge `seconds` (measured from start()) to op `name`'s phase ("forward" or
+        "backward"), after waiting for the kernels the call queued on the device."""
+        t0 = time.perf_counter()
+        backend.synchronize()
+        seconds += time.perf_counter() - t0
         entry = self.stats[name][phase]
         entry[0] += 1
         entry[1] += seconds

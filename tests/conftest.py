@@ -1,25 +1,49 @@
 """Shared fixtures: every op test runs once per backend (Chainer's inject_backend_tests).
 
-"cuda" is always listed so that a machine without CuPy or a GPU shows the skip instead of
-silently running fewer tests.
+"cuda" is always listed. With a GPU it runs there. Without one, it runs on the NumPy-backed
+CuPy stand-in (tests/cupy_standin), shown as `[cuda-standin]`: the cuda code path, host-array
+mix-ups and all, on the CPU. Only when the cupy package is absent too does it skip, saying so.
 """
 import numpy as np
 import pytest
 
+import cupy_standin
 import tensorlite as tl
 
 GPU = tl.gpu_available()
+STANDIN = not GPU and cupy_standin.real_cupy() is not None
+
+if GPU:
+    tl.backend.set_tf32(False)   # the tests compare float32 products with NumPy's
+    CUDA = pytest.param("cuda", id="cuda")
+elif STANDIN:
+    CUDA = pytest.param("cuda", id="cuda-standin")
+else:
+    CUDA = pytest.param("cuda", marks=pytest.mark.skipif(
+        True, reason=f"no GPU and no cupy package for the stand-in: {tl.backend.cuda_unavailable_reason()}"))
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not GPU, reason="no GPU: CuPy not installed or sees no device"))])
+def pytest_report_header(config):
+    if GPU:
+        return "cuda: a GPU, through CuPy"
+    if STANDIN:
+        return (f"cuda: NumPy-backed CuPy stand-in, tests marked [cuda-standin] "
+                f"(no GPU here: {tl.backend.cuda_unavailable_reason()})")
+    return "cuda: skipped (no GPU, and no cupy package for the stand-in)"
+
+
+@pytest.fixture(params=["cpu", CUDA])
 def device(request):
     """The device name the test builds its inputs on."""
-    return request.param
+    if request.param == "cuda" and STANDIN:
+        with cupy_standin.installed():
+            yield "cuda"
+            tl.backend.flush_checks()   # a failed deferred check belongs to this test
+    else:
+        yield request.param
 
 
 @pytest.fixture
 def rng():
     """A fresh, fixed-seed NumPy generator, so every test sees the same data on every run."""
     return np.random.default_rng(0)
-
