@@ -428,7 +428,7 @@ def test_an_error_before_training_stops_every_rank():
 
     r0, r1 = on_ranks(2, rank_1_fails)
     assert isinstance(r0, TrainingError) and str(r0) == "rank 1 of 2: data file 'x.txt' does not exist"
-    assert r0.raised_on_every_rank and distributed.finish.__doc__
+    assert r0.raised_on_every_rank
     assert isinstance(r1, distributed.Stopped)
 
     def rank_0_fails(world):
@@ -440,6 +440,21 @@ def test_an_error_before_training_stops_every_rank():
     r0, r1 = on_ranks(2, rank_0_fails)
     assert type(r0) is TrainingError and str(r0) == "out is in use by another training run (pid 7)"
     assert isinstance(r1, distributed.Stopped) and str(r1) == str(r0)
+
+
+def test_finish_is_quiet_for_stopped_raises_what_every_rank_raised_and_aborts_on_a_lone_error(monkeypatch, capsys):
+    class Comm(ThreadComm):
+        def Abort(self, code=1):
+            raise SystemExit(f"aborted with {code}")
+    world = distributed.World(Comm({"size": 2, "box": [None] * 2, "barrier": None}, 1))
+    monkeypatch.setattr(distributed, "_world", world)
+    assert distributed.finish(distributed.Stopped("rank 0 says it")) == 1
+    agreed = world._mark(TrainingError("step 4: the loss is nan"))
+    with pytest.raises(TrainingError, match="the loss is nan"):
+        distributed.finish(agreed)
+    with pytest.raises(SystemExit, match="aborted with 1"):
+        distributed.finish(MemoryError("out of memory"))
+    assert capsys.readouterr().err == "error: rank 1 of 2: out of memory\n"
 
 
 def test_a_training_error_after_the_start_is_everyones_and_a_checkpoint_error_reaches_every_rank():
