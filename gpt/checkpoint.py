@@ -84,24 +84,47 @@ def load_checkpoint(path):
     return state
 
 
-def training_state(step, best_val_loss, model, optimizer, batch_rng, model_config, train_config, vocab, data):
-    """What a checkpoint holds: everything an exact resume needs, and what the run trained on."""
-    return {
+def training_state(step, best_val_loss, model, optimizer, batch_rng, model_config, train_config, vocab, data,
+                   ranks=None):
+    """What a checkpoint holds: everything an exact resume needs, and what the run trained on.
+
+    ranks: for a data-parallel run (gpt/distributed.py), every rank's RNG states in rank
+    order, [{"batches", "tensorlite"}]; saved as rng["ranks"] with "world_size" beside it.
+    """
+    state = {
         "format": FORMAT, "step": step, "best_val_loss": best_val_loss,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "model_config": asdict(model_config), "train_config": asdict(train_config),
         "vocab": list(vocab), "data": data,
         "rng": {"batches": batch_rng.bit_generator.state, "tensorlite": tl.backend.get_rng_state()},
     }
+    if ranks is not None:
+        state["world_size"] = len(ranks)
+        state["rng"]["ranks"] = list(ranks)
+    return state
 
 
-def restore_training_state(state, model, optimizer, batch_rng):
-    """Put a checkpoint's weights, optimizer moments and RNG states back; (step, best_val_loss)."""
+def restore_training_state(state, model, optimizer, batch_rng, rank=0):
+    """Put a checkpoint's weights, optimizer moments and RNG states (rank's, for a data-parallel
+    run) back; (step, best_val_loss)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    batch_rng.bit_generator.state = state["rng"]["batches"]
-    tl.backend.set_rng_state(state["rng"]["tensorlite"])
+    rng = state["rng"]["ranks"][rank] if "ranks" in state["rng"] else state["rng"]
+    batch_rng.bit_generator.state = rng["batches"]
+    tl.backend.set_rng_state(rng["tensorlite"])
     return state["step"], state["best_val_loss"]
+
+
+def check_world_size(state, world_size):
+    """Refuse to resume a checkpoint on another number of data-parallel processes than it was
+    trained on: each process's batch stream is saved, and another count would be another run."""
+    saved = state.get("world_size", 1)
+    if saved != world_size:
+        def processes(n):
+            return "one process" if n == 1 else f"{n} processes (mpirun -n {n})"
+        raise TrainingError(f"cannot resume on {processes(world_size)}: the checkpoint was trained on "
+                            f"{processes(saved)}, and each process's batches continue from where it stopped; "
+                            f"resume it on {processes(saved)}, or start a new run in another --out")
 
 
 def model_from_checkpoint(state, device="cpu"):

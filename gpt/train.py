@@ -10,6 +10,7 @@ continues bit-identically on the CPU: the checkpoint holds the weights, the opti
 moments, the step and every RNG state. Only a state reached through finite losses and
 gradients is ever saved, and one run at a time trains in a folder.
 """
+import contextlib
 import json
 import math
 import signal
@@ -22,10 +23,11 @@ import numpy as np
 import tensorlite as tl
 from tensorlite import backend
 
+from . import distributed
 from .checkpoint import (CHECKPOINT, FORMAT, LOCK, METRICS, RunLock, TrainingError,  # noqa: F401 (gpt.train.*)
                          check_resume, check_same_text, first_nonfinite, load_checkpoint,
-                         model_from_checkpoint, restore_training_state, resume_settings, save_checkpoint,
-                         training_state, truncate_metrics)
+                         check_world_size, model_from_checkpoint, restore_training_state, resume_settings,
+                         save_checkpoint, training_state, truncate_metrics)
 from .config import memory_estimate
 from .data import CharTokenizer, get_batch, text_sha256, train_val_split
 from .model import GPT
@@ -102,26 +104,39 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
     gpt.checkpoint.CHANGEABLE_ON_RESUME allowed to differ, on the same text. data_path (the
     file text came from) is recorded in the checkpoint for resuming; resume_command is what
     the line printed on Ctrl-C or SIGTERM tells the user to run to continue.
+
+    Launched by mpirun, it trains data-parallel (gpt/distributed.py): rank 0 alone makes
+    out_dir, holds its lock and writes the checkpoints, the metrics and the log.
     """
-    if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other: resume continues the run in "
-                         "out_dir, overwrite replaces it with a new one")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"output folder {str(out_dir)!r} is a file, not a folder")
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with RunLock(out_dir):
-            return _run(model_config, train_config, text, out_dir, device, resume, overwrite, progress,
-                        log, data_path, resume_command)
-    except BaseException:
-        if created and not any(out_dir.iterdir()):  # a run refused at the start leaves no empty folder
-            out_dir.rmdir()
-        raise
+    with distributed.init().starting() as world:
+        world.use(device)
+        if not world.is_main:
+            log, progress = _quiet, False
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other: resume continues the run in "
+                             "out_dir, overwrite replaces it with a new one")
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotADirectoryError(f"output folder {str(out_dir)!r} is a file, not a folder")
+        created = world.is_main and not out_dir.exists()
+        if world.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with RunLock(out_dir) if world.is_main else contextlib.nullcontext():
+                return _run(model_config, train_config, text, out_dir, device, resume, overwrite, progress,
+                            log, data_path, resume_command, world)
+        except BaseException:
+            if created and not any(out_dir.iterdir()):  # a run refused at the start leaves no empty folder
+                out_dir.rmdir()
+            raise
 
 
-def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, log, data_path, resume_command):
+def _quiet(*args, **kwargs):
+    """The log of ranks other than 0: rank 0 says everything once."""
+
+
+def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, log, data_path, resume_command,
+         world):
     ckpt_path, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
     if resume:
         if not ckpt_path.exists():
@@ -130,6 +145,7 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
         state = load_checkpoint(ckpt_path)
         log(f"resuming from {ckpt_path} at step {state['step']}")
         tc = check_resume(state, model_config, tc, log)
+        check_world_size(state, world.size)
         tokenizer = CharTokenizer.from_chars(state["vocab"])
     else:
         if ckpt_path.exists() and not overwrite:
@@ -155,23 +171,29 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
     data_record = {"path": data_path, "sha256": digest, "chars": len(text)}
 
     tl.manual_seed(tc.seed)
-    model = GPT(model_config).to(device=device)
+    model = GPT(model_config).to(device=device)   # the same initial weights on every rank
+    if world.rank:                                # its own dropout masks (rank 0: a 1-process run's)
+        tl.manual_seed(int(distributed.rank_seed(tc.seed, world.rank, 1).generate_state(1)[0]))
     params = list(model.parameters())
     optimizer = model.configure_optimizer(tc.learning_rate, tc.weight_decay, (tc.beta1, tc.beta2))
     schedule = (tl.optim.WarmupCosine(optimizer, tc.warmup_iters, tc.lr_decay_iters or tc.max_iters, tc.min_lr)
                 if tc.lr_decay else None)
-    batch_rng = np.random.default_rng(tc.seed)
+    batch_rng = np.random.default_rng(distributed.rank_seed(tc.seed, world.rank))  # each rank its batches
     step, best_val, saved_step = 0, math.inf, None
     if resume:
-        step, best_val = restore_training_state(state, model, optimizer, batch_rng)
+        step, best_val = restore_training_state(state, model, optimizer, batch_rng, rank=world.rank)
         saved_step = step
-        truncate_metrics(metrics_path, step, log)  # evaluations after the checkpoint are redone
+        if world.is_main:
+            truncate_metrics(metrics_path, step, log)  # evaluations after the checkpoint are redone
         del state
-    else:
+    elif world.is_main:
         for old in (metrics_path, ckpt_path):       # a new run starts a new log (and --overwrite
             old.unlink(missing_ok=True)             # a new checkpoint)
-    for stale in out_dir.glob(CHECKPOINT + ".*.tmp"):  # left by a run killed while saving
+    for stale in out_dir.glob(CHECKPOINT + ".*.tmp") if world.is_main else ():  # left by a run killed while saving
         stale.unlink()
+    if world.gradients is not None:
+        log(f"data-parallel: {world.describe()}; batch_size {tc.batch_size} per process, "
+            f"{world.size * tc.batch_size} sequences per step")
 
     def last_good():
         if saved_step is None:
@@ -180,14 +202,19 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
 
     def checkpoint(at_step):
         nonlocal saved_step
-        state = training_state(at_step, best_val, model, optimizer, batch_rng, model_config, tc,
-                               tokenizer.chars, data_record)
-        bad = first_nonfinite(state)
-        if bad is not None:   # a non-finite gradient or update in the step before: never save that
-            raise TrainingError(f"step {at_step}: {bad} is not finite after the update of step {at_step - 1} "
-                                "(its gradient or the update overflowed), so this state was not saved"
-                                + last_good())
-        save_checkpoint(ckpt_path, state)
+        world.check_identical(model, f"step {at_step}")
+        ranks = world.rng_states(batch_rng)   # every rank's batch and dropout streams (None: one process)
+
+        def save():                           # on rank 0 alone; its error is raised on every rank
+            state = training_state(at_step, best_val, model, optimizer, batch_rng, model_config, tc,
+                                   tokenizer.chars, data_record, ranks=ranks)
+            bad = first_nonfinite(state)
+            if bad is not None:   # a non-finite gradient or update in the step before: never save that
+                raise TrainingError(f"step {at_step}: {bad} is not finite after the update of step {at_step - 1} "
+                                    "(its gradient or the update overflowed), so this state was not saved"
+                                    + last_good())
+            save_checkpoint(ckpt_path, state)
+        world.on_main(save)
         saved_step = at_step
 
     B, T = tc.batch_size, model_config.block_size
@@ -197,32 +224,36 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
     resumed_at = step if resume else None
     interrupted = None
     model.train()
+    world.started()   # every rank is ready, or every rank stops here with the first one's error
     with _StopRequest() as stop:
         while True:
             if schedule is not None:
                 schedule.step(min(step, tc.max_iters - 1))
             at_eval = step % tc.eval_interval == 0 or step == tc.max_iters
             if at_eval and step != resumed_at:  # a resumed run already evaluated its first step
-                losses = estimate_loss(model, {"train": train_data, "val": val_data}, tc.eval_iters,
-                                       B, T, seed=tc.seed + step)
+                losses = world.mean(estimate_loss(model, {"train": train_data, "val": val_data}, tc.eval_iters,
+                                                  B, T, seed=distributed.rank_seed(tc.seed + step, world.rank)))
                 write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise TrainingError(f"step {step}: the evaluation loss is not finite ({losses})"
                                         + last_good())
                 best_val = min(best_val, losses["val"])
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
-                                        "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
-                                        "elapsed_s": time.perf_counter() - t_start}) + "\n")
+
+                def append_metrics():
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
+                                            "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
+                                            "elapsed_s": time.perf_counter() - t_start}) + "\n")
+                world.on_main(append_metrics)
                 checkpoint(step)
             elif tc.checkpoint_interval and step % tc.checkpoint_interval == 0 and step != resumed_at:
                 checkpoint(step)
             if step >= tc.max_iters:
                 break
-            if stop.requested:
+            if world.stop_requested(stop.requested):   # with several ranks: the one they agreed on
                 if saved_step != step:
                     checkpoint(step)
-                interrupted = stop.requested
+                interrupted = world.stop_requested(stop.requested)
                 write(f"{interrupted}: interrupted at step {step}, saved a checkpoint in {ckpt_path}; "
                       f"continue with: {resume_command or 'the same call with resume=True'}")
                 break
@@ -232,9 +263,11 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             _, loss = model(x, y)
             optimizer.zero_grad()
             loss.backward()
+            world.average_gradients(optimizer)   # data-parallel: the ranks' mean, before clipping
             norm = tl.optim.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip else None
             loss_value = loss.item()                                  # the step's one host sync:
             norm_value = float(norm) if norm is not None else None    # the norm is read with it
+            loss_value = world.mean_loss(loss_value, stop.requested)  # the ranks' mean (one process: itself)
             if not math.isfinite(loss_value):
                 raise TrainingError(f"step {step}: the loss is {loss_value}"
                                     + _first_nonfinite_op(model, x, y, tc.debug_nan) + last_good())
@@ -243,7 +276,7 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                                     + _first_nonfinite_op(model, x, y, tc.debug_nan) + last_good())
             optimizer.step()
             step += 1
-            tokens_per_s = B * T / (time.perf_counter() - t0)
+            tokens_per_s = world.size * B * T / (time.perf_counter() - t0)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_s:,.0f}")
@@ -253,7 +286,7 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
     seconds = time.perf_counter() - t_start
     result = {"step": step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
               "seconds": seconds, "sample": None, "interrupted": interrupted}
-    if step >= tc.max_iters and tc.sample_chars:
+    if step >= tc.max_iters and tc.sample_chars and world.is_main:
         start = np.array([[tokenizer.stoi.get("\n", 0)]])
         ids = model.generate(start, tc.sample_chars, seed=tc.seed)
         result["sample"] = tokenizer.decode(ids[0, 1:])
