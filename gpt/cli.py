@@ -25,6 +25,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """
 
     def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown flag is one line that suggests the nearest known one."""
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             self.error(self.unrecognized(extras))

@@ -414,6 +414,7 @@ class World:
         return error
 
     def abort(self, code=1):
+        """End every rank of the job at once (MPI_Abort), for an error only this rank met."""
         self.comm.Abort(code)
 
 
@@ -559,6 +560,7 @@ def smoke(device="cuda", steps=3, log=print):
 
 
 def main(argv=None):
+    """`python -m gpt.distributed --smoke`: a short data-parallel check of this world's all-reduce."""
     import argparse
     import json
     p = argparse.ArgumentParser(prog="python -m gpt.distributed",

@@ -34,12 +34,9 @@ EXCLUDE = set()   # module names left out of the reference
 SUPPLEMENT = {
     "tensorlite.profile": "Context manager that times the forward and backward of each op type: `with tl.profile() as p: ...; print(p)`.",
     "tensorlite.profiler.profile": "Context manager that times the forward and backward of each op type: `with tl.profile() as p: ...; print(p)`.",
-    "tensorlite.profiler.profile.record": "Add one forward or backward call of an op and its time.",
     "tensorlite.profiler.profile.table": "The timings as a table: op, calls and milliseconds of forward and backward, share.",
     "tensorlite.backend.device_of": '"cpu" for a NumPy array, "cuda" for a CuPy array.',
-    "tensorlite.backend.as_numpy": "The array as a NumPy array (copied from the GPU if needed).",
     "tensorlite.backend.as_cupy": "The array as a CuPy array (copied to the GPU); DeviceError without CuPy.",
-    "tensorlite.backend.set_rng_state": "Restore the CPU generator from get_rng_state()'s snapshot.",
     "tensorlite.functional.add": "a + b, elementwise with broadcasting.",
     "tensorlite.functional.sub": "a - b, elementwise with broadcasting.",
     "tensorlite.functional.mul": "a * b, elementwise with broadcasting.",
@@ -87,7 +84,6 @@ SUPPLEMENT = {
     "gpt.model.MLP": "The feed-forward of a Block: Linear C -> 4C, GELU (or ReLU), Linear 4C -> C, dropout.",
     "gpt.model.LanguageModel.device": "The device of the model's parameters.",
     "gpt.model.LanguageModel.new_cache": "A cache for generation (None for models without attention).",
-    "gpt.model.LanguageModel.next_logits": "Logits of the token after context (B, t), as a (B, V) float64 NumPy array.",
     "gpt.model.KVCache.reset": "Forget every kept key and value.",
     "gpt.model.KVCache.length": "How many positions are kept for one attention layer.",
     "gpt.data.CharTokenizer.from_dict": "Rebuild a tokenizer from to_dict()'s output.",
@@ -102,7 +98,6 @@ SUPPLEMENT = {
     "tensorlite.kernels.cuda.CrossEntropy.supports": "Whether this kernel takes the call (dtype, shapes); when it does not, the reference op runs.",
     "tensorlite.kernels.cuda.Embedding.supports": "Whether this kernel takes the call (dtype, shapes); when it does not, the reference op runs.",
     "tensorlite.kernels.cuda.Dropout.supports": "Whether this kernel takes the call (dtype, shapes); when it does not, the reference op runs.",
-    "gpt.cli.run": "Run an example's main(): a library error becomes one line `error: ...` and exit status 1.",
 }
 
 
