@@ -70,12 +70,14 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """y = x^p for a constant p.   dx = gy * p * x^(p-1)"""
+    """y = x^p for a constant p.   dx = gy * p * x^(p-1)   (0 for p = 0, also at x = 0)"""
     def forward(self, x, p):
         self.x, self.p = x, p
         return x ** p
 
     def backward(self, gy):
+        if self.p == 0:    # y = 1: p * x^(p-1) would be 0 * inf = NaN at x = 0
+            return get_array_module(gy).zeros_like(gy)
         return gy * (self.p * self.x ** (self.p - 1))
 
 
@@ -125,7 +127,7 @@ class ReLU(Function):
     """y = max(x, 0).   dx = gy * [x > 0]"""
     def forward(self, x):
         self.mask = x > 0  # the only thing backward needs
-        return x * self.mask
+        return get_array_module(x).maximum(x, 0)   # not x * mask: -inf * 0 would be NaN
 
     def backward(self, gy):
         return gy * self.mask
@@ -199,7 +201,7 @@ class Max(Function):
         self.axes, self.keepdims = _normalize_axis(axis, x.ndim), keepdims
         y = x.max(axis=self.axes, keepdims=True)
         self.mask = x == y                                   # where the max was taken
-        self.count = self.mask.sum(axis=self.axes, keepdims=True)  # ties share the gradient
+        self.count = self.mask.sum(axis=self.axes, keepdims=True).astype(x.dtype)  # ties share the gradient
         return y if keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
 
     def backward(self, gy):
@@ -375,7 +377,7 @@ class CausalSoftmax(Function):
             raise ValueError(f"causal_softmax needs square (..., T, T) scores, got {tuple(x.shape)}")
         scale = float(scale)                          # a NumPy float64 scale would promote z
         future = xp.triu(xp.ones((T, T), dtype=bool), k=1)            # (T, T) column > row
-        z = xp.where(future, xp.asarray(-xp.inf, dtype=x.dtype), x * scale)  # (..., T, T)
+        z = xp.where(future, x.dtype.type(-math.inf), x * scale)        # (..., T, T)
         e = xp.exp(z - z.max(axis=-1, keepdims=True))  # the diagonal is never masked: max is finite
         y = e / e.sum(axis=-1, keepdims=True)
         self.y, self.scale = y, scale                 # softmax's backward needs y; then * scale
@@ -412,7 +414,7 @@ class MaskedFill(Function):
     def forward(self, x, mask, value):
         xp = get_array_module(x)
         self.mask = mask
-        return xp.where(mask, xp.asarray(value, dtype=x.dtype), x)
+        return xp.where(mask, x.dtype.type(value), x)   # a scalar of x's dtype: no copy to the device
 
     def backward(self, gy):
         xp = get_array_module(gy)
@@ -455,10 +457,9 @@ class Embedding(Function):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding ids must be integers, got dtype {ids.dtype}")
         V = w.shape[0]
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
-            bad = ids[(ids < 0) | (ids >= V)].ravel()[0]
-            raise IndexError(f"embedding: id {int(bad)} is out of range for a table of {V} rows "
-                             f"(valid ids are 0..{V - 1})")
+        backend.check_ids(ids, V, lambda host: (   # deferred on cuda: no host sync here
+            f"embedding: id {int(host[(host < 0) | (host >= V)].ravel()[0])} is out of range "
+            f"for a table of {V} rows (valid ids are 0..{V - 1})"))
         self.ids, self.shape = ids, w.shape  # ids say where each row of gy goes
         return xp.take(w, ids, axis=0)       # (..., C)
 
@@ -502,9 +503,8 @@ class CrossEntropy(Function):
         if targets.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy targets must be integers, got dtype {targets.dtype}")
         t = targets.ravel()
-        if t.size and (int(t.min()) < 0 or int(t.max()) >= V):
-            raise IndexError(f"cross_entropy: targets must lie in 0..{V - 1}, "
-                             f"found {int(t.min())}..{int(t.max())}")
+        backend.check_ids(t, V, lambda host: (     # deferred on cuda: no host sync here
+            f"cross_entropy: targets must lie in 0..{V - 1}, found {int(host.min())}..{int(host.max())}"))
         return logits.reshape(-1, V), t
 
 
