@@ -170,7 +170,9 @@ def _constant_like(x, inputs):
     xp = ref.xp
     if isinstance(x, (int, float, bool)):
         dtype = ref.dtype if xp.issubdtype(ref.dtype, xp.floating) else None
-        return Tensor(xp.full((), x, dtype=dtype))   # made on the device: no host-to-device copy
+        if xp is np:
+            return Tensor(np.asarray(x, dtype=dtype))
+        return Tensor(xp.full((), x, dtype=dtype))   # filled on the device: no host-to-device copy
     return Tensor(xp.asarray(x))
 
 
@@ -367,8 +369,10 @@ class Tensor:
             for i, (x, gx) in enumerate(zip(fn.inputs, gxs)):
                 if gx is None:
                     continue
-                if getattr(gx, "shape", None) != x.shape:   # checked for every input, used or not
-                    _check_gradient_shape(fn, i, gx, x)
+                shape = getattr(gx, "shape", None)        # checked for every input, used or not
+                if shape != x.shape and (shape is None or isinstance(gx, ScatterGrad)
+                                         or not _broadcasts_to(x.shape, shape)):
+                    _check_gradient_shape(fn, i, gx, x)   # raises, naming the op and the input
                 if not x.requires_grad:
                     continue
                 key = id(x)
@@ -812,7 +816,11 @@ def _gradient_count(fn, gxs):
 def _broadcasts_to(shape, target):
     """Whether broadcasting an array of `shape` can give one of shape `target`."""
     lead = len(target) - len(shape)
-    return lead >= 0 and all(n == 1 or n == m for n, m in zip(shape, target[lead:]))
+    if lead < 0:
+        return False
+    if target[lead:] == shape:         # only leading axes added (a bias, a scalar): the usual case
+        return True
+    return all(n == 1 or n == m for n, m in zip(shape, target[lead:]))
 
 
 def _check_gradient_shape(fn, i, gx, x):
