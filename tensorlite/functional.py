@@ -531,41 +531,99 @@ class Dropout(Function):
 
 # ============================ the names people call ======================================
 
-def add(a, b): return Add.apply(a, b)
-def sub(a, b): return Sub.apply(a, b)
-def mul(a, b): return Mul.apply(a, b)
-def div(a, b): return Div.apply(a, b)
-def neg(x): return Neg.apply(x)
+def add(a, b):
+    """a + b, elementwise with broadcasting (either may be a Python number or an array)."""
+    return Add.apply(a, b)
+
+
+def sub(a, b):
+    """a - b, elementwise with broadcasting."""
+    return Sub.apply(a, b)
+
+
+def mul(a, b):
+    """a * b, elementwise with broadcasting."""
+    return Mul.apply(a, b)
+
+
+def div(a, b):
+    """a / b, elementwise with broadcasting."""
+    return Div.apply(a, b)
+
+
+def neg(x):
+    """-x, elementwise."""
+    return Neg.apply(x)
 
 
 def pow(x, p):
+    """x ** p for a constant exponent p (a Python number), elementwise."""
     if isinstance(p, Tensor):
         raise TypeError("pow takes a constant exponent (a Python number), not a Tensor")
     return Pow.apply(x, p=p)
 
 
-def exp(x): return Exp.apply(x)
-def log(x): return Log.apply(x)
-def tanh(x): return Tanh.apply(x)
-def sqrt(x): return Sqrt.apply(x)
-def relu(x): return ReLU.apply(x)
-def gelu(x): return GELU.apply(x)
+def exp(x):
+    """e ** x, elementwise."""
+    return Exp.apply(x)
 
 
-def sum(x, axis=None, keepdims=False): return Sum.apply(x, axis=axis, keepdims=keepdims)
-def mean(x, axis=None, keepdims=False): return Mean.apply(x, axis=axis, keepdims=keepdims)
-def max(x, axis=None, keepdims=False): return Max.apply(x, axis=axis, keepdims=keepdims)
+def log(x):
+    """The natural logarithm, elementwise."""
+    return Log.apply(x)
 
 
-def reshape(x, *shape): return Reshape.apply(x, shape=_shape_args(shape))
+def tanh(x):
+    """tanh(x), elementwise."""
+    return Tanh.apply(x)
+
+
+def sqrt(x):
+    """The square root, elementwise."""
+    return Sqrt.apply(x)
+
+
+def relu(x):
+    """max(x, 0), elementwise; the gradient at 0 is 0, as PyTorch's."""
+    return ReLU.apply(x)
+
+
+def gelu(x):
+    """GPT-2's GELU, the tanh approximation, elementwise (PyTorch's gelu(x, approximate="tanh"))."""
+    return GELU.apply(x)
+
+
+def sum(x, axis=None, keepdims=False):
+    """The sum over an axis or a tuple of axes (every axis when None); keepdims keeps them as size 1."""
+    return Sum.apply(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    """The mean over an axis or a tuple of axes (every axis when None)."""
+    return Mean.apply(x, axis=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):
+    """The maximum over an axis or a tuple of axes (every axis when None). Tied maxima share
+    the gradient equally, as torch.amax's do."""
+    return Max.apply(x, axis=axis, keepdims=keepdims)
+
+
+def reshape(x, *shape):
+    """The same elements in a new shape: `reshape(x, B, T, C)` or `reshape(x, (B, -1))`."""
+    return Reshape.apply(x, shape=_shape_args(shape))
 
 
 def transpose(x, *axes):
+    """The axes permuted, as numpy.transpose: `transpose(x, 0, 2, 1, 3)` or `transpose(x, (1, 0))`;
+    reversed when none are given."""
     axes = _shape_args(axes)
     return Transpose.apply(x, axes=axes or None)
 
 
 def getitem(x, index):
+    """x[index]: basic slicing (ints, slices, None, ...) or integer and boolean arrays, as NumPy
+    indexes. The gradient of an index that repeats adds up at that position."""
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
@@ -573,8 +631,14 @@ def getitem(x, index):
     return GetItem.apply(x, index=index)
 
 
-def concatenate(xs, axis=0): return Concatenate.apply(*xs, axis=axis)
-def stack(xs, axis=0): return Stack.apply(*xs, axis=axis)
+def concatenate(xs, axis=0):
+    """Join a list of tensors along an existing axis (numpy.concatenate, torch.cat)."""
+    return Concatenate.apply(*xs, axis=axis)
+
+
+def stack(xs, axis=0):
+    """Join a list of tensors of one shape along a new axis."""
+    return Stack.apply(*xs, axis=axis)
 
 
 def split(x, sections, axis=0):
@@ -594,7 +658,10 @@ def split(x, sections, axis=0):
     return parts
 
 
-def matmul(a, b): return MatMul.apply(a, b)
+def matmul(a, b):
+    """The matrix product a @ b, batched over leading axes with broadcasting; 1-D operands are
+    vectors, as in numpy.matmul."""
+    return MatMul.apply(a, b)
 
 
 def linear(x, weight, bias=None):
@@ -602,8 +669,14 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
-def softmax(x, axis=-1): return Softmax.apply(x, axis=axis)
-def log_softmax(x, axis=-1): return LogSoftmax.apply(x, axis=axis)
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along an axis, computed stably (shifted by the max)."""
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along an axis, computed stably (no log of a tiny probability)."""
+    return LogSoftmax.apply(x, axis=axis)
 
 
 def causal_softmax(x, scale=1.0):
@@ -622,6 +695,8 @@ def masked_fill(x, mask, value):
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) over the last axis, then * weight + bias when given (each of
+    shape (C,)), as torch.nn.functional.layer_norm(x, (C,), weight, bias, eps)."""
     params = [p for p in (weight, bias) if p is not None]
     if bias is not None and weight is None:
         raise ValueError("layer_norm: a bias without a weight is not supported")

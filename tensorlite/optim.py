@@ -72,6 +72,13 @@ def _as_groups(params, defaults):
 
 
 class Optimizer:
+    """Base class of the optimizers, as torch.optim.Optimizer: `param_groups` (a list of dicts,
+    each with its "params" and its hyperparameters, which a schedule may change between steps),
+    step() and zero_grad().
+
+    params: an iterable of tensors that require grad, or of dicts {"params": [...], **options}
+    for groups with their own options; defaults: the options a group does not set."""
+
     def __init__(self, params, defaults):
         self.defaults = defaults
         self.param_groups = _as_groups(params, defaults)
@@ -79,11 +86,18 @@ class Optimizer:
     def _params(self):
         return [p for g in self.param_groups for p in g["params"]]
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Clear every parameter's gradient before the next backward, as PyTorch's zero_grad:
+        set_to_none=True (the default) sets .grad to None, so backward makes a fresh array;
+        False fills each existing .grad with zeros in place (a .grad that is None stays None)."""
         for p in self._params():
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
 
     def step(self):
+        """Update every parameter that has a gradient, in place, from its .grad."""
         raise NotImplementedError  # abstract
 
 
@@ -133,6 +147,8 @@ class AdamW(Optimizer):
                      grad=xp.empty_like(flat))
 
     def step(self):
+        """One AdamW update of every parameter that has a gradient: one adamw_update call over a
+        group's flat buffer when all of its parameters have one and share a step count."""
         for group in self.param_groups:
             params, steps = group["params"], group["steps"]
             if any(p.data is not v for p, v in zip(params, group["views"])):
@@ -169,6 +185,9 @@ class AdamW(Optimizer):
 
     # ---- state as PyTorch lays it out: per-parameter moments, keyed by parameter index -------
     def state_dict(self):
+        """The moments, step counts and hyperparameters, laid out as torch.optim.AdamW's:
+        {"state": {index: {"step", "exp_avg", "exp_avg_sq"}}, "param_groups": [...]}, with
+        NumPy arrays, for checkpoints (load_state_dict restores it)."""
         state, groups, index = {}, [], 0
         for group in self.param_groups:
             ids = []
@@ -220,6 +239,8 @@ class SGD(Optimizer):
         self.buffers = {}
 
     def step(self):
+        """One SGD update of every parameter that has a gradient (momentum buffers start at the
+        first gradient, as PyTorch's)."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -260,6 +281,7 @@ class WarmupCosine:
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     def lr_at(self, it, base_lr):
+        """The learning rate at step it for a group whose base learning rate is base_lr."""
         if it < self.warmup_iters:
             return base_lr * (it + 1) / (self.warmup_iters + 1)
         if it > self.decay_iters:
@@ -268,6 +290,7 @@ class WarmupCosine:
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (base_lr - self.min_lr)
 
     def step(self, it):
+        """Set every group's learning rate for step it; returns the first group's."""
         for g, base in zip(self.optimizer.param_groups, self.base_lrs):
             g["lr"] = self.lr_at(it, base)
         return self.optimizer.param_groups[0]["lr"]

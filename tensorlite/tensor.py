@@ -772,6 +772,7 @@ class ScatterGrad:
         self.shape, self.dtype, self.index, self.value = shape, dtype, index, value
 
     def dense(self):
+        """The gradient as a dense array: zeros of `shape`, with value added at index."""
         xp = get_array_module(self.value)
         out = xp.zeros(self.shape, dtype=self.dtype)
         if _is_basic_index(self.index):
@@ -781,6 +782,7 @@ class ScatterGrad:
         return out
 
     def add_into(self, buf):
+        """Add value into buf[index] in place (where an integer index repeats, every copy adds)."""
         if _is_basic_index(self.index):
             buf[self.index] += self.value      # each element picked at most once
         else:
