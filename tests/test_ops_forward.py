@@ -271,3 +271,43 @@ def test_the_gradient_of_x_to_the_0_is_0_everywhere_also_at_0(dtype, device, rng
     y.backward(rng.standard_normal(5).astype(dtype))
     np.testing.assert_array_equal(as_numpy(x.grad), 0.0)
     assert x.grad.dtype == dtype
+
+
+# ================================ ids out of range, read late =================================
+
+READERS = {"item": lambda t: t.item(), "float": float, "format": lambda t: f"{t:.3f}",
+           "numpy": lambda t: t.numpy(), "bool": lambda t: bool(t > 0), "tolist": lambda t: t.tolist()}
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("op", ["embedding", "cross_entropy"])
+def test_an_id_out_of_range_raises_by_the_first_read_of_a_value(op, reader, device):
+    """On the CPU at once; on cuda (no host sync inside a step) at the first value read, with
+    the same message: every way of reading a tensor's value reads the deferred checks too."""
+    w = tl.tensor(np.ones((5, 3)), requires_grad=True, device=device)
+    bad = np.array([[0, 4], [7, 1]])
+    match = r"id 7 is out of range for a table of 5 rows" if op == "embedding" else r"targets must lie in 0\.\.2, found 0\.\.7"
+    with pytest.raises(IndexError, match=match):
+        if op == "embedding":
+            out = F.embedding(tl.tensor(bad, device=device), w).sum()
+        else:
+            out = F.cross_entropy(F.embedding(tl.tensor(np.array([[0, 1], [2, 3]]), device=device), w),
+                                  tl.tensor(bad, device=device))
+        READERS[reader](out)
+
+
+def test_the_id_checks_make_no_host_sync_on_cuda(kernel_mode):
+    """The checks are computed on the device and read with the next value: a step on cuda does
+    not wait for the GPU at each embedding or cross-entropy (counted on the CuPy stand-in)."""
+    cupy_standin = pytest.importorskip("cupy_standin")
+    if cupy_standin.real_cupy() is None:
+        pytest.skip("the cupy package is not installed: the stand-in cannot count")
+    with cupy_standin.installed():
+        w = tl.tensor(np.ones((5, 3)), requires_grad=True, device="cuda")
+        ids, targets = (tl.tensor(np.array(a), device="cuda") for a in ([[0, 4], [2, 1]], [[1, 2], [0, 2]]))
+        with cupy_standin.counting() as c:
+            loss = F.cross_entropy(F.embedding(ids, w), targets)
+            loss.backward()
+            assert c.syncs == 0 and c.d2h == 0, c.snapshot()
+            loss.item()
+            assert c.syncs == 1 and c.d2h == 1, c.snapshot()
