@@ -61,7 +61,7 @@ class detect_anomaly:
 
 def _check_finite(fn, phase, arrays, inputs=()):
     for i, a in enumerate(arrays):
-        if a is None or a.dtype.kind != "f":
+        if getattr(a, "dtype", None) is None or a.dtype.kind != "f":   # None, or not an array
             continue
         xp = get_array_module(a)
         where = f" in the gradient of input {i}" if phase == "backward" else ""
@@ -372,7 +372,7 @@ class Tensor:
                 shape = getattr(gx, "shape", None)        # checked for every input, used or not
                 if shape != x.shape and (shape is None or isinstance(gx, ScatterGrad)
                                          or not _broadcasts_to(x.shape, shape)):
-                    _check_gradient_shape(fn, i, gx, x)   # raises, naming the op and the input
+                    _raise_wrong_gradient(fn, i, gx, x)   # names the op, the input and both shapes
                 if not x.requires_grad:
                     continue
                 key = id(x)
@@ -825,10 +825,10 @@ def _broadcasts_to(shape, target):
     return all(n == 1 or n == m for n, m in zip(shape, target[lead:]))
 
 
-def _check_gradient_shape(fn, i, gx, x):
-    """A gradient for input i must be an array of the input's shape, or of a shape that
-    broadcasting the input gives (the output's, for an input that was broadcast): the engine
-    sums that back to the input's shape. Anything else is an error naming the op."""
+def _raise_wrong_gradient(fn, i, gx, x):
+    """The error for a gradient of input i that is not an array of the input's shape, nor of a
+    shape that broadcasting the input gives (the output's, for an input that was broadcast),
+    which the engine would sum back to the input's shape."""
     op, what = type(fn).__name__, f"input {i}" + (f" ({x.name})" if x.name else "")
     shape = getattr(gx, "shape", None)
     if shape is None:

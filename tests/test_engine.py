@@ -1,5 +1,6 @@
 """The engine: accumulation, graph walking, freeing, no_grad, the Function contract's errors,
 Tensor basics and the profiler."""
+import contextlib
 import re
 
 import numpy as np
@@ -309,9 +310,11 @@ def test_a_wrong_gradient_is_an_error_even_for_an_input_that_needs_none():
         op.apply(a, b).sum().backward()
 
 
-def test_a_gradient_that_is_not_an_array_names_the_op():
-    with pytest.raises(TypeError, match=r"MyOp\.backward returned a float as the gradient of input 0"):
-        run_backward(returning(lambda gy: (1.0, gy)))
+@pytest.mark.parametrize("anomaly", [False, True])
+def test_a_gradient_that_is_not_an_array_names_the_op(anomaly):
+    with tl.detect_anomaly() if anomaly else contextlib.nullcontext():
+        with pytest.raises(TypeError, match=r"MyOp\.backward returned a float as the gradient of input 0"):
+            run_backward(returning(lambda gy: (1.0, gy)))
 
 
 def test_a_scatter_gradient_of_the_wrong_shape_names_the_op():
