@@ -320,7 +320,8 @@ def test_a_gradient_that_is_not_an_array_names_the_op(anomaly):
 def test_a_scatter_gradient_of_the_wrong_shape_names_the_op():
     from tensorlite.tensor import ScatterGrad
     op = returning(lambda gy: (ScatterGrad((3, 2), gy.dtype, (slice(None),), gy), gy))
-    with pytest.raises(ValueError, match=r"MyOp\.backward returned a gradient of shape \(3, 2\) for input 0 of shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"MyOp\.backward returned a gradient of shape \(3, 2\) "
+                                         r"for input 0 of shape \(2, 3\)"):
         run_backward(op)
 
 
