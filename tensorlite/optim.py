@@ -295,16 +295,11 @@ def _scaling_targets(grads):
         else:   # keyed by address: CuPy and NumPy give one base object, other arrays may not
             buffers.setdefault((_address(base), base.nbytes), (base, []))[1].append(g)
     for (start, nbytes), (base, views) in buffers.items():
-        end = 0
-        for offset, n in sorted((_address(v) - start, v.nbytes) for v in views):
-            if offset != end:               # a gap or an overlap (a gradient listed twice)
-                break
-            end += n
-        else:
-            if end == nbytes:
-                targets.append(base)
-                continue
-        targets.extend(views)
+        spans = sorted((_address(v) - start, v.nbytes) for v in views)      # (offset, bytes)
+        ends = [0] + [offset + n for offset, n in spans]
+        # each view starts where the one before ends (no gap, no overlap: none listed twice)
+        tiled = all(offset == end for (offset, _), end in zip(spans, ends)) and ends[-1] == nbytes
+        targets += [base] if tiled else views
     return targets
 
 
