@@ -141,23 +141,47 @@ class AdamW(Optimizer):
             views.append(view)
             offsets.append(offset)
             offset += n
+        grad = xp.empty_like(flat)
         group.update(flat=flat, views=views, sizes=sizes, offsets=offsets,
                      exp_avg=group.get("exp_avg", xp.zeros_like(flat)),
                      exp_avg_sq=group.get("exp_avg_sq", xp.zeros_like(flat)),
-                     grad=xp.empty_like(flat))
+                     grad=grad, grad_views=[grad[o:o + n].reshape(p.shape)
+                                            for p, n, o in zip(params, sizes, offsets)])
+
+    def gather_grads(self):
+        """Copy each parameter's .grad into its group's flat gradient buffer, group["grad"],
+        and make .grad a view of its slice there; a .grad that already is that view is not
+        copied again. Returns the buffers, one per group.
+
+        After it, a group's gradients are one array: clip_grad_norm_ scales them in one
+        launch, the data-parallel all-reduce (gpt/distributed.py) sums them in one call, and
+        step() finds them in place. Call it between backward() and clipping; step() calls it
+        too, so without it nothing changes but the number of launches. A parameter without a
+        gradient gets zeros in its slice and keeps .grad None (step() still skips it).
+        """
+        for group in self.param_groups:
+            if any(p.data is not v for p, v in zip(group["params"], group["views"])):
+                self._repack(group)  # something replaced a parameter's array (e.g. Module.to)
+            for i, (p, view) in enumerate(zip(group["params"], group["grad_views"])):
+                if p.grad is view:
+                    continue
+                if p.grad is None:
+                    view[...] = 0
+                    continue
+                if tuple(p.grad.shape) != tuple(view.shape):
+                    raise ValueError(f"AdamW: parameter {i} of its group has shape {tuple(view.shape)} "
+                                     f"but its .grad has shape {tuple(p.grad.shape)}")
+                view[...] = p.grad
+                p.grad = view
+        return [group["grad"] for group in self.param_groups]
 
     def step(self):
         """One AdamW update of every parameter that has a gradient: one adamw_update call over a
         group's flat buffer when all of its parameters have one and share a step count."""
+        self.gather_grads()
         for group in self.param_groups:
             params, steps = group["params"], group["steps"]
-            if any(p.data is not v for p, v in zip(params, group["views"])):
-                self._repack(group)  # something replaced a parameter's array (e.g. Module.to)
             have = [p.grad is not None for p in params]
-            g = group["grad"]
-            for p, n, o, ok in zip(params, group["sizes"], group["offsets"], have):  # gather
-                if ok:
-                    g[o:o + n] = p.grad.reshape(-1)
             if all(have) and len(set(steps)) == 1:     # the usual case: the whole group at once
                 self._update(group, slice(None), steps[0] + 1)
                 group["steps"] = [steps[0] + 1] * len(steps)
@@ -256,10 +280,13 @@ class SGD(Optimizer):
 def clip_grad_norm_(params, max_norm):
     """Scale all gradients in place so that their global L2 norm is at most max_norm, and
     return the norm before clipping as a 0-d Tensor, as torch.nn.utils.clip_grad_norm_ does.
+    A parameter without a gradient is skipped.
 
     Everything stays on the gradients' device: the norm (grad_norm, or its kernel), the
     coefficient min(1, max_norm / (norm + 1e-6)) and the scaling, with no host `if`, so a GPU
     step does not wait here. float(norm) or norm.item() reads it on the host when wanted.
+    Gradients that are views tiling one flat buffer (after AdamW.gather_grads) are scaled by
+    one multiplication of the buffer, others one by one: the same numbers either way.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -267,9 +294,41 @@ def clip_grad_norm_(params, max_norm):
     xp = get_array_module(grads[0])
     norm = kernels.resolve(grad_norm, device_of(grads[0]))(grads)           # 0-d, float64
     coef = xp.minimum(max_norm / (norm + 1e-6), 1.0)                        # 1: leave them alone
-    for g in grads:
-        g *= coef.astype(g.dtype)
+    cast = {}                                                               # dtype -> coef in it
+    for g in _scaling_targets(grads):
+        if g.dtype not in cast:
+            cast[g.dtype] = coef.astype(g.dtype)
+        g *= cast[g.dtype]
     return Tensor(xp.asanyarray(norm.astype(np.result_type(*[g.dtype for g in grads]))))
+
+
+def _scaling_targets(grads):
+    """The arrays to scale so that each gradient is scaled once (as often as it is listed):
+    a flat buffer whose whole length some of the gradients tile exactly, side by side, as
+    views of it (AdamW.gather_grads makes them so), stands for them; any other gradient
+    stands for itself."""
+    targets, buffers = [], {}
+    for g in grads:
+        base = g.base
+        if (base is None or type(base) is not type(g) or base.dtype != g.dtype
+                or not (g.flags.c_contiguous and base.flags.c_contiguous)):
+            targets.append(g)
+        else:   # keyed by address: CuPy and NumPy give one base object, other arrays may not
+            buffers.setdefault((_address(base), base.nbytes), (base, []))[1].append(g)
+    for (start, nbytes), (base, views) in buffers.items():
+        spans = sorted((_address(v) - start, v.nbytes) for v in views)      # (offset, bytes)
+        ends = [0] + [offset + n for offset, n in spans]
+        # each view starts where the one before ends (no gap, no overlap: none listed twice)
+        tiled = all(offset == end for (offset, _), end in zip(spans, ends)) and ends[-1] == nbytes
+        targets += [base] if tiled else views
+    return targets
+
+
+def _address(a):
+    """Where an array's first element lies in memory (device or host)."""
+    if get_array_module(a) is np:
+        return a.__array_interface__["data"][0]
+    return a.data.ptr
 
 
 class WarmupCosine:
