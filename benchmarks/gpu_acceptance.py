@@ -10,6 +10,11 @@ recorded with the tail of its log, and the next one still runs):
   tests  the cuda-parametrized tests: `pytest tests -k cuda` (every op's forward against NumPy,
          every gradcheck on CuPy in float64, every fast CUDA kernel against its reference op);
          pass/fail/skip counts from the junit XML.
+  dist   the data-parallel smoke test in one process, `python -m gpt.distributed --smoke --device
+         cuda`: the gradients all-reduced through NCCL (a communicator of one rank), the time of a
+         4 MiB all-reduce, and 3 training steps of a tiny GPT. Recorded as "skipped: NCCL not
+         installed" when CuPy cannot load NCCL (pip install nvidia-nccl-cu12, or -cu13 to match
+         a CUDA 13 CuPy). The dry run runs the same command with --device cpu.
   bench  `benchmarks/bench_train.py --preset lecture --device cuda --json`: tensorlite against
          PyTorch eager on the same GPU, TF32 allowed on both sides; median step time of each,
          their ratio, and the peak GPU memory of each.
@@ -25,7 +30,7 @@ since a fresh one starts bare).
 
 Output: DIR/acceptance.json (rewritten after every stage, so a killed run leaves what it had),
 DIR/acceptance.log (everything printed here), and each stage's log (tests.log, tests.xml,
-bench.log, train.log, train_metrics.jsonl). The last thing printed is a short table: the
+dist.log, bench.log, train.log, train_metrics.jsonl). The last thing printed is a short table: the
 stages, and the targets (val loss <= 1.48; step time >= 1.0x PyTorch eager; 5000 steps with
 evaluations under 3 minutes; peak memory <= PyTorch's) with pass or FAIL.
 
@@ -53,8 +58,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = "tensorlite-gpu-acceptance/1"
-STAGES = ("tests", "bench", "train")
-DEFAULT_SHARES = {"tests": 0.2, "bench": 0.15, "train": 0.65}
+STAGES = ("tests", "dist", "bench", "train")
+DEFAULT_SHARES = {"tests": 0.2, "dist": 0.05, "bench": 0.15, "train": 0.6}
 RESERVE_S = 5.0          # kept back from the budget for the last JSON and the table
 KILL_AFTER_S = 5.0       # SIGTERM -> SIGKILL
 EXIT_RESUME = 75         # EX_TEMPFAIL: nothing failed, the training must be continued
@@ -67,8 +72,8 @@ LECTURE_ITERS = 5000
 
 EVAL_LINE = re.compile(r"^step (\d+): train loss ([0-9.eE+-]+|nan|inf), val loss ([0-9.eE+-]+|nan|inf)")
 RESUME_LINE = re.compile(r"resuming from .* at step (\d+)")
-OUTPUTS = ("acceptance.json", "acceptance.log", "tests.log", "tests.xml", "bench.log", "train.log",
-           "train_metrics.jsonl")  # what a command leaves in --out: 7 files (the device tool returns 8)
+OUTPUTS = ("acceptance.json", "acceptance.log", "tests.log", "tests.xml", "dist.log", "bench.log", "train.log",
+           "train_metrics.jsonl")  # what a command leaves in --out: 8 files (the device tool returns 8)
 SAMPLE_ENV = "GPU_ACCEPTANCE_SAMPLE"  # read by the pytest plugin below
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # gpt.data's
 
@@ -95,12 +100,13 @@ def parse_args(argv=None):
                    help="seconds for the whole command (default 540: one 10-minute device command "
                         "with a minute to spare; 600 for a dry run)")
     p.add_argument("--shares", default=None,
-                   help="relative shares of the remaining budget, e.g. tests=0.2,bench=0.15,train=0.65")
+                   help="relative shares of the remaining budget (default "
+                        + ",".join(f"{k}={v}" for k, v in DEFAULT_SHARES.items()) + ")")
     p.add_argument("--stop-grace-s", type=float, default=None,
                    help="seconds the training gets between SIGINT and SIGTERM when it overruns, to finish an "
                         "evaluation and save its checkpoint (default 30; dry run 5); the tests get at most "
                         "15 s to write their report, the benchmark 3 s (it has nothing partial to report)")
-    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of tests,bench,train")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--dry-run", action="store_true",
                    help="the same stages on the CPU at tiny sizes (no GPU needed)")
     p.add_argument("--resume-training", action="store_true",
@@ -390,6 +396,78 @@ def stage_tests(args, ctx, seconds):
     else:  # 2 interrupted, 3 internal error, 4 usage error, 5 nothing selected
         res["status"] = "error"
     if res["status"] in ("failed", "error", "timeout"):
+        res["error_tail"] = tail_text(run["tail"])
+    return res
+
+
+# =============================== the dist stage ==========================================
+
+INSTALL_NCCL = "pip install nvidia-nccl-cu12 (or nvidia-nccl-cu13 for a CUDA 13 CuPy)"
+
+NCCL_PROBE = r"""
+import json, warnings
+info = {}
+with warnings.catch_warnings(record=True) as caught:    # CuPy says why it could not load NCCL
+    warnings.simplefilter("always")
+    try:
+        from cupy.cuda import nccl
+        info["available"] = bool(nccl.available)
+        if info["available"]:
+            info["version"] = nccl.get_version()
+    except Exception as e:
+        info["available"] = False
+        info["error"] = f"{type(e).__name__}: {e}"[:300]
+why = [" ".join(str(w.message).split()) for w in caught if "nccl" in str(w.message).lower()]
+if why:
+    info["reason"] = why[0][:300]
+print(json.dumps(info))
+"""
+
+
+def nccl_status():
+    """{"available": bool, and "version", or "reason"/"error": why not} for CuPy's NCCL, asked in
+    a child process (importing CuPy here would hold the GPU in this script)."""
+    try:
+        out = subprocess.run([sys.executable, "-c", NCCL_PROBE], capture_output=True, text=True,
+                             timeout=120, cwd=REPO)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except Exception as e:  # no output (CuPy crashed on import, say), or a timeout
+        return {"available": False, "error": f"the NCCL probe failed: {type(e).__name__}: {e}"[:300]}
+
+
+def dist_command(args):
+    device = "cpu" if args.dry_run else "cuda"
+    return [sys.executable, "-m", "gpt.distributed", "--smoke", "--device", device]
+
+
+def stage_dist(args, ctx, seconds):
+    """The data-parallel smoke test in one process (issue: the NCCL path on a real GPU)."""
+    nccl = nccl_status()
+    res = {"log": "dist.log", "nccl": nccl}
+    if not args.dry_run and not nccl.get("available"):
+        why = nccl.get("reason") or nccl.get("error") or "cupy.cuda.nccl.available is False"
+        res.update(status="skipped", reason=f"NCCL not installed: {why}; {INSTALL_NCCL}")
+        with open(args.out / "dist.log", "a", encoding="utf-8") as log:
+            log.write(f"skipped: {res['reason']}\n")
+        return res
+    cmd = dist_command(args)
+    run = run_process(cmd, args.out / "dist.log", seconds, min(args.stop_grace_s, 3.0), env=child_env(args))
+    res.update(command=shlex.join(map(str, cmd)), returncode=run["returncode"], stopped=run["stopped"],
+               smoke_s=round(run["seconds"], 1))
+    for line in reversed(run["tail"]):
+        if line.startswith("smoke: ok "):
+            try:
+                res["smoke"] = json.loads(line[len("smoke: ok "):])
+            except json.JSONDecodeError:
+                pass
+            break
+    if run["stopped"]:
+        res["status"] = "timeout"
+    elif run["returncode"] == 0 and "smoke" in res:
+        res["status"] = "passed"
+    else:
+        res["status"] = "failed"
+    if res["status"] != "passed":
         res["error_tail"] = tail_text(run["tail"])
     return res
 
@@ -822,6 +900,17 @@ def stage_detail(name, s):
             return "no junit report"
         return (f"{s['passed']} passed, {s['failed']} failed, {s['errors']} errors, {s['skipped']} skipped "
                 f"(of {s['tests']} run)")
+    if name == "dist":
+        if s.get("status") == "skipped":
+            return "NCCL not installed: " + INSTALL_NCCL
+        smoke = s.get("smoke")
+        if not smoke:
+            return ""
+        how = "NCCL" if smoke.get("gradients") == "nccl" else (smoke.get("gradients") or "no all-reduce")
+        ms = f", 4 MiB all-reduce {smoke['allreduce_ms_4MiB']:.2f} ms" if smoke.get("allreduce_calls") else ""
+        n = smoke['world_size']
+        return (f"{n} rank{'s' if n > 1 else ''} on {smoke['device']}, {how}: {smoke['steps']} steps, "
+                f"val loss {smoke['val_loss']:.4f}{ms}")
     if name == "bench":
         if s.get("step_ms") is None:
             return ""
@@ -956,7 +1045,7 @@ def main(argv=None):
         save()
     ctx["progress"] = progress
 
-    runners = {"tests": stage_tests, "bench": stage_bench, "train": stage_train}
+    runners = {"tests": stage_tests, "dist": stage_dist, "bench": stage_bench, "train": stage_train}
     save()
     for i, name in enumerate(args.stages):
         seconds = allot(deadline - time.monotonic(), name, args.stages[i:], args.shares)

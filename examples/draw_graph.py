@@ -20,11 +20,11 @@ import numpy as np  # noqa: E402
 import tensorlite as tl  # noqa: E402
 import tensorlite.viz  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
-from gpt.cli import run  # noqa: E402
+from gpt.cli import ArgumentParser, run  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/graph", help="output directory (default out/graph)")
     args = p.parse_args(argv)
     out = Path(args.out)

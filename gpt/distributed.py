@@ -240,39 +240,21 @@ class World:
     def average_gradients(self, optimizer):
         """Average the gradients over the ranks, in place: one all-reduce per parameter group.
 
-        Each group's gradients are gathered into AdamW's flat buffer group["grad"] (as
-        AdamW.step does), summed across ranks there, divided by the number of ranks, and each
-        parameter's .grad becomes a view of it again. So what comes after (clip_grad_norm_,
-        AdamW.step, whose own gather then copies each view onto itself) sees the mean.
-        A parameter with no gradient adds zeros and keeps .grad None. No-op with nothing to
-        reduce (a world of one process).
+        optimizer.gather_grads() (AdamW) puts each group's gradients in its flat buffer
+        group["grad"] and makes each .grad a view of it (no copy for those already there);
+        the buffer is summed across ranks and divided by the number of ranks. So what comes
+        after (clip_grad_norm_, AdamW.step) sees the mean. A parameter with no gradient adds
+        zeros and keeps .grad None. No-op with nothing to reduce (a world of one process).
         """
         if self.gradients is None:
             return
-        for group in optimizer.param_groups:
-            flat = group["grad"]
-            if flat.size != sum(p.size for p in group["params"]):
-                raise TrainingError("average_gradients: the optimizer's gradient buffer does not "
-                                    "match its parameters")
-            offset = 0
-            for p in group["params"]:
-                view = flat[offset:offset + p.size]
-                if p.grad is None:
-                    view[...] = 0
-                else:
-                    view[...] = p.grad.reshape(-1)
-                offset += p.size
+        for flat in optimizer.gather_grads():
             t0 = time.perf_counter()
             self._all_reduce_sum(flat)
             self.allreduce_seconds += time.perf_counter() - t0
             self.allreduce_calls += 1
             if self.size > 1:
                 flat *= 1.0 / self.size
-            offset = 0
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad = flat[offset:offset + p.size].reshape(p.shape)
-                offset += p.size
 
     def _all_reduce_sum(self, flat):
         if self.gradients == "nccl":

@@ -263,10 +263,11 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             _, loss = model(x, y)
             optimizer.zero_grad()
             loss.backward()
+            optimizer.gather_grads()             # each group's gradients in one flat buffer
             world.average_gradients(optimizer)   # data-parallel: the ranks' mean, before clipping
             norm = tl.optim.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip else None
-            loss_value = loss.item()                                  # the step's one host sync:
-            norm_value = float(norm) if norm is not None else None    # the norm is read with it
+            # the step's one host sync: the loss, the norm and the deferred id checks in one read
+            loss_value, norm_value = backend.item(loss, norm) if norm is not None else (backend.item(loss), None)
             loss_value = world.mean_loss(loss_value, stop.requested)  # the ranks' mean (one process: itself)
             if not math.isfinite(loss_value):
                 raise TrainingError(f"step {step}: the loss is {loss_value}"

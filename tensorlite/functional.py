@@ -70,12 +70,14 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """y = x^p for a constant p.   dx = gy * p * x^(p-1)"""
+    """y = x^p for a constant p.   dx = gy * p * x^(p-1)   (0 for p = 0, also at x = 0)"""
     def forward(self, x, p):
         self.x, self.p = x, p
         return x ** p
 
     def backward(self, gy):
+        if self.p == 0:    # y = 1: p * x^(p-1) would be 0 * inf = NaN at x = 0
+            return get_array_module(gy).zeros_like(gy)
         return gy * (self.p * self.x ** (self.p - 1))
 
 
@@ -125,7 +127,7 @@ class ReLU(Function):
     """y = max(x, 0).   dx = gy * [x > 0]"""
     def forward(self, x):
         self.mask = x > 0  # the only thing backward needs
-        return x * self.mask
+        return get_array_module(x).maximum(x, 0)   # not x * mask: -inf * 0 would be NaN
 
     def backward(self, gy):
         return gy * self.mask
@@ -199,7 +201,7 @@ class Max(Function):
         self.axes, self.keepdims = _normalize_axis(axis, x.ndim), keepdims
         y = x.max(axis=self.axes, keepdims=True)
         self.mask = x == y                                   # where the max was taken
-        self.count = self.mask.sum(axis=self.axes, keepdims=True)  # ties share the gradient
+        self.count = self.mask.sum(axis=self.axes, keepdims=True).astype(x.dtype)  # ties share the gradient
         return y if keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
 
     def backward(self, gy):
@@ -375,7 +377,7 @@ class CausalSoftmax(Function):
             raise ValueError(f"causal_softmax needs square (..., T, T) scores, got {tuple(x.shape)}")
         scale = float(scale)                          # a NumPy float64 scale would promote z
         future = xp.triu(xp.ones((T, T), dtype=bool), k=1)            # (T, T) column > row
-        z = xp.where(future, xp.asarray(-xp.inf, dtype=x.dtype), x * scale)  # (..., T, T)
+        z = xp.where(future, x.dtype.type(-math.inf), x * scale)        # (..., T, T)
         e = xp.exp(z - z.max(axis=-1, keepdims=True))  # the diagonal is never masked: max is finite
         y = e / e.sum(axis=-1, keepdims=True)
         self.y, self.scale = y, scale                 # softmax's backward needs y; then * scale
@@ -412,7 +414,7 @@ class MaskedFill(Function):
     def forward(self, x, mask, value):
         xp = get_array_module(x)
         self.mask = mask
-        return xp.where(mask, xp.asarray(value, dtype=x.dtype), x)
+        return xp.where(mask, x.dtype.type(value), x)   # a scalar of x's dtype: no copy to the device
 
     def backward(self, gy):
         xp = get_array_module(gy)
@@ -455,10 +457,9 @@ class Embedding(Function):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding ids must be integers, got dtype {ids.dtype}")
         V = w.shape[0]
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
-            bad = ids[(ids < 0) | (ids >= V)].ravel()[0]
-            raise IndexError(f"embedding: id {int(bad)} is out of range for a table of {V} rows "
-                             f"(valid ids are 0..{V - 1})")
+        backend.check_ids(ids, V, lambda host: (   # deferred on cuda: no host sync here
+            f"embedding: id {int(host[(host < 0) | (host >= V)].ravel()[0])} is out of range "
+            f"for a table of {V} rows (valid ids are 0..{V - 1})"))
         self.ids, self.shape = ids, w.shape  # ids say where each row of gy goes
         return xp.take(w, ids, axis=0)       # (..., C)
 
@@ -502,9 +503,8 @@ class CrossEntropy(Function):
         if targets.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy targets must be integers, got dtype {targets.dtype}")
         t = targets.ravel()
-        if t.size and (int(t.min()) < 0 or int(t.max()) >= V):
-            raise IndexError(f"cross_entropy: targets must lie in 0..{V - 1}, "
-                             f"found {int(t.min())}..{int(t.max())}")
+        backend.check_ids(t, V, lambda host: (     # deferred on cuda: no host sync here
+            f"cross_entropy: targets must lie in 0..{V - 1}, found {int(host.min())}..{int(host.max())}"))
         return logits.reshape(-1, V), t
 
 
@@ -531,41 +531,99 @@ class Dropout(Function):
 
 # ============================ the names people call ======================================
 
-def add(a, b): return Add.apply(a, b)
-def sub(a, b): return Sub.apply(a, b)
-def mul(a, b): return Mul.apply(a, b)
-def div(a, b): return Div.apply(a, b)
-def neg(x): return Neg.apply(x)
+def add(a, b):
+    """a + b, elementwise with broadcasting (either may be a Python number or an array)."""
+    return Add.apply(a, b)
+
+
+def sub(a, b):
+    """a - b, elementwise with broadcasting."""
+    return Sub.apply(a, b)
+
+
+def mul(a, b):
+    """a * b, elementwise with broadcasting."""
+    return Mul.apply(a, b)
+
+
+def div(a, b):
+    """a / b, elementwise with broadcasting."""
+    return Div.apply(a, b)
+
+
+def neg(x):
+    """-x, elementwise."""
+    return Neg.apply(x)
 
 
 def pow(x, p):
+    """x ** p for a constant exponent p (a Python number), elementwise."""
     if isinstance(p, Tensor):
         raise TypeError("pow takes a constant exponent (a Python number), not a Tensor")
     return Pow.apply(x, p=p)
 
 
-def exp(x): return Exp.apply(x)
-def log(x): return Log.apply(x)
-def tanh(x): return Tanh.apply(x)
-def sqrt(x): return Sqrt.apply(x)
-def relu(x): return ReLU.apply(x)
-def gelu(x): return GELU.apply(x)
+def exp(x):
+    """e ** x, elementwise."""
+    return Exp.apply(x)
 
 
-def sum(x, axis=None, keepdims=False): return Sum.apply(x, axis=axis, keepdims=keepdims)
-def mean(x, axis=None, keepdims=False): return Mean.apply(x, axis=axis, keepdims=keepdims)
-def max(x, axis=None, keepdims=False): return Max.apply(x, axis=axis, keepdims=keepdims)
+def log(x):
+    """The natural logarithm, elementwise."""
+    return Log.apply(x)
 
 
-def reshape(x, *shape): return Reshape.apply(x, shape=_shape_args(shape))
+def tanh(x):
+    """tanh(x), elementwise."""
+    return Tanh.apply(x)
+
+
+def sqrt(x):
+    """The square root, elementwise."""
+    return Sqrt.apply(x)
+
+
+def relu(x):
+    """max(x, 0), elementwise; the gradient at 0 is 0, as PyTorch's."""
+    return ReLU.apply(x)
+
+
+def gelu(x):
+    """GPT-2's GELU, the tanh approximation, elementwise (PyTorch's gelu(x, approximate="tanh"))."""
+    return GELU.apply(x)
+
+
+def sum(x, axis=None, keepdims=False):
+    """The sum over an axis or a tuple of axes (every axis when None); keepdims keeps them as size 1."""
+    return Sum.apply(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    """The mean over an axis or a tuple of axes (every axis when None)."""
+    return Mean.apply(x, axis=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):
+    """The maximum over an axis or a tuple of axes (every axis when None). Tied maxima share
+    the gradient equally, as torch.amax's do."""
+    return Max.apply(x, axis=axis, keepdims=keepdims)
+
+
+def reshape(x, *shape):
+    """The same elements in a new shape: `reshape(x, B, T, C)` or `reshape(x, (B, -1))`."""
+    return Reshape.apply(x, shape=_shape_args(shape))
 
 
 def transpose(x, *axes):
+    """The axes permuted, as numpy.transpose: `transpose(x, 0, 2, 1, 3)` or `transpose(x, (1, 0))`;
+    reversed when none are given."""
     axes = _shape_args(axes)
     return Transpose.apply(x, axes=axes or None)
 
 
 def getitem(x, index):
+    """x[index]: basic slicing (ints, slices, None, ...) or integer and boolean arrays, as NumPy
+    indexes. The gradient of an index that repeats adds up at that position."""
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
@@ -573,8 +631,14 @@ def getitem(x, index):
     return GetItem.apply(x, index=index)
 
 
-def concatenate(xs, axis=0): return Concatenate.apply(*xs, axis=axis)
-def stack(xs, axis=0): return Stack.apply(*xs, axis=axis)
+def concatenate(xs, axis=0):
+    """Join a list of tensors along an existing axis (numpy.concatenate, torch.cat)."""
+    return Concatenate.apply(*xs, axis=axis)
+
+
+def stack(xs, axis=0):
+    """Join a list of tensors of one shape along a new axis."""
+    return Stack.apply(*xs, axis=axis)
 
 
 def split(x, sections, axis=0):
@@ -594,7 +658,10 @@ def split(x, sections, axis=0):
     return parts
 
 
-def matmul(a, b): return MatMul.apply(a, b)
+def matmul(a, b):
+    """The matrix product a @ b, batched over leading axes with broadcasting; 1-D operands are
+    vectors, as in numpy.matmul."""
+    return MatMul.apply(a, b)
 
 
 def linear(x, weight, bias=None):
@@ -602,8 +669,14 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
-def softmax(x, axis=-1): return Softmax.apply(x, axis=axis)
-def log_softmax(x, axis=-1): return LogSoftmax.apply(x, axis=axis)
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along an axis, computed stably (shifted by the max)."""
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along an axis, computed stably (no log of a tiny probability)."""
+    return LogSoftmax.apply(x, axis=axis)
 
 
 def causal_softmax(x, scale=1.0):
@@ -622,6 +695,8 @@ def masked_fill(x, mask, value):
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) over the last axis, then * weight + bias when given (each of
+    shape (C,)), as torch.nn.functional.layer_norm(x, (C,), weight, bias, eps)."""
     params = [p for p in (weight, bias) if p is not None]
     if bias is not None and weight is None:
         raise ValueError("layer_norm: a bias without a weight is not supported")

@@ -72,6 +72,13 @@ def _as_groups(params, defaults):
 
 
 class Optimizer:
+    """Base class of the optimizers, as torch.optim.Optimizer: `param_groups` (a list of dicts,
+    each with its "params" and its hyperparameters, which a schedule may change between steps),
+    step() and zero_grad().
+
+    params: an iterable of tensors that require grad, or of dicts {"params": [...], **options}
+    for groups with their own options; defaults: the options a group does not set."""
+
     def __init__(self, params, defaults):
         self.defaults = defaults
         self.param_groups = _as_groups(params, defaults)
@@ -79,11 +86,18 @@ class Optimizer:
     def _params(self):
         return [p for g in self.param_groups for p in g["params"]]
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Clear every parameter's gradient before the next backward, as PyTorch's zero_grad:
+        set_to_none=True (the default) sets .grad to None, so backward makes a fresh array;
+        False fills each existing .grad with zeros in place (a .grad that is None stays None)."""
         for p in self._params():
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
 
     def step(self):
+        """Update every parameter that has a gradient, in place, from its .grad."""
         raise NotImplementedError  # abstract
 
 
@@ -127,21 +141,47 @@ class AdamW(Optimizer):
             views.append(view)
             offsets.append(offset)
             offset += n
+        grad = xp.empty_like(flat)
         group.update(flat=flat, views=views, sizes=sizes, offsets=offsets,
                      exp_avg=group.get("exp_avg", xp.zeros_like(flat)),
                      exp_avg_sq=group.get("exp_avg_sq", xp.zeros_like(flat)),
-                     grad=xp.empty_like(flat))
+                     grad=grad, grad_views=[grad[o:o + n].reshape(p.shape)
+                                            for p, n, o in zip(params, sizes, offsets)])
+
+    def gather_grads(self):
+        """Copy each parameter's .grad into its group's flat gradient buffer, group["grad"],
+        and make .grad a view of its slice there; a .grad that already is that view is not
+        copied again. Returns the buffers, one per group.
+
+        After it, a group's gradients are one array: clip_grad_norm_ scales them in one
+        launch, the data-parallel all-reduce (gpt/distributed.py) sums them in one call, and
+        step() finds them in place. Call it between backward() and clipping; step() calls it
+        too, so without it nothing changes but the number of launches. A parameter without a
+        gradient gets zeros in its slice and keeps .grad None (step() still skips it).
+        """
+        for group in self.param_groups:
+            if any(p.data is not v for p, v in zip(group["params"], group["views"])):
+                self._repack(group)  # something replaced a parameter's array (e.g. Module.to)
+            for i, (p, view) in enumerate(zip(group["params"], group["grad_views"])):
+                if p.grad is view:
+                    continue
+                if p.grad is None:
+                    view[...] = 0
+                    continue
+                if tuple(p.grad.shape) != tuple(view.shape):
+                    raise ValueError(f"AdamW: parameter {i} of its group has shape {tuple(view.shape)} "
+                                     f"but its .grad has shape {tuple(p.grad.shape)}")
+                view[...] = p.grad
+                p.grad = view
+        return [group["grad"] for group in self.param_groups]
 
     def step(self):
+        """One AdamW update of every parameter that has a gradient: one adamw_update call over a
+        group's flat buffer when all of its parameters have one and share a step count."""
+        self.gather_grads()
         for group in self.param_groups:
             params, steps = group["params"], group["steps"]
-            if any(p.data is not v for p, v in zip(params, group["views"])):
-                self._repack(group)  # something replaced a parameter's array (e.g. Module.to)
             have = [p.grad is not None for p in params]
-            g = group["grad"]
-            for p, n, o, ok in zip(params, group["sizes"], group["offsets"], have):  # gather
-                if ok:
-                    g[o:o + n] = p.grad.reshape(-1)
             if all(have) and len(set(steps)) == 1:     # the usual case: the whole group at once
                 self._update(group, slice(None), steps[0] + 1)
                 group["steps"] = [steps[0] + 1] * len(steps)
@@ -169,6 +209,9 @@ class AdamW(Optimizer):
 
     # ---- state as PyTorch lays it out: per-parameter moments, keyed by parameter index -------
     def state_dict(self):
+        """The moments, step counts and hyperparameters, laid out as torch.optim.AdamW's:
+        {"state": {index: {"step", "exp_avg", "exp_avg_sq"}}, "param_groups": [...]}, with
+        NumPy arrays, for checkpoints (load_state_dict restores it)."""
         state, groups, index = {}, [], 0
         for group in self.param_groups:
             ids = []
@@ -220,6 +263,8 @@ class SGD(Optimizer):
         self.buffers = {}
 
     def step(self):
+        """One SGD update of every parameter that has a gradient (momentum buffers start at the
+        first gradient, as PyTorch's)."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -235,10 +280,13 @@ class SGD(Optimizer):
 def clip_grad_norm_(params, max_norm):
     """Scale all gradients in place so that their global L2 norm is at most max_norm, and
     return the norm before clipping as a 0-d Tensor, as torch.nn.utils.clip_grad_norm_ does.
+    A parameter without a gradient is skipped.
 
     Everything stays on the gradients' device: the norm (grad_norm, or its kernel), the
     coefficient min(1, max_norm / (norm + 1e-6)) and the scaling, with no host `if`, so a GPU
     step does not wait here. float(norm) or norm.item() reads it on the host when wanted.
+    Gradients that are views tiling one flat buffer (after AdamW.gather_grads) are scaled by
+    one multiplication of the buffer, others one by one: the same numbers either way.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -246,9 +294,41 @@ def clip_grad_norm_(params, max_norm):
     xp = get_array_module(grads[0])
     norm = kernels.resolve(grad_norm, device_of(grads[0]))(grads)           # 0-d, float64
     coef = xp.minimum(max_norm / (norm + 1e-6), 1.0)                        # 1: leave them alone
-    for g in grads:
-        g *= coef.astype(g.dtype)
+    cast = {}                                                               # dtype -> coef in it
+    for g in _scaling_targets(grads):
+        if g.dtype not in cast:
+            cast[g.dtype] = coef.astype(g.dtype)
+        g *= cast[g.dtype]
     return Tensor(xp.asanyarray(norm.astype(np.result_type(*[g.dtype for g in grads]))))
+
+
+def _scaling_targets(grads):
+    """The arrays to scale so that each gradient is scaled once (as often as it is listed):
+    a flat buffer whose whole length some of the gradients tile exactly, side by side, as
+    views of it (AdamW.gather_grads makes them so), stands for them; any other gradient
+    stands for itself."""
+    targets, buffers = [], {}
+    for g in grads:
+        base = g.base
+        if (base is None or type(base) is not type(g) or base.dtype != g.dtype
+                or not (g.flags.c_contiguous and base.flags.c_contiguous)):
+            targets.append(g)
+        else:   # keyed by address: CuPy and NumPy give one base object, other arrays may not
+            buffers.setdefault((_address(base), base.nbytes), (base, []))[1].append(g)
+    for (start, nbytes), (base, views) in buffers.items():
+        spans = sorted((_address(v) - start, v.nbytes) for v in views)      # (offset, bytes)
+        ends = [0] + [offset + n for offset, n in spans]
+        # each view starts where the one before ends (no gap, no overlap: none listed twice)
+        tiled = all(offset == end for (offset, _), end in zip(spans, ends)) and ends[-1] == nbytes
+        targets += [base] if tiled else views
+    return targets
+
+
+def _address(a):
+    """Where an array's first element lies in memory (device or host)."""
+    if get_array_module(a) is np:
+        return a.__array_interface__["data"][0]
+    return a.data.ptr
 
 
 class WarmupCosine:
@@ -260,6 +340,7 @@ class WarmupCosine:
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     def lr_at(self, it, base_lr):
+        """The learning rate at step it for a group whose base learning rate is base_lr."""
         if it < self.warmup_iters:
             return base_lr * (it + 1) / (self.warmup_iters + 1)
         if it > self.decay_iters:
@@ -268,6 +349,7 @@ class WarmupCosine:
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (base_lr - self.min_lr)
 
     def step(self, it):
+        """Set every group's learning rate for step it; returns the first group's."""
         for g, base in zip(self.optimizer.param_groups, self.base_lrs):
             g["lr"] = self.lr_at(it, base)
         return self.optimizer.param_groups[0]["lr"]

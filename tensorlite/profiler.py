@@ -17,6 +17,15 @@ from . import tensor as _tensor
 
 
 class profile:
+    """Context manager that times the forward and backward of each op type inside its block:
+
+        with tl.profile() as prof:
+            ...
+        print(prof)            # the table: calls and milliseconds per op, slowest first
+
+    Blocks cannot be nested. `stats` holds {op: {"forward": [calls, s], "backward": [calls, s]}},
+    `wall` the block's wall time in seconds."""
+
     def __init__(self):
         self.stats = defaultdict(lambda: {"forward": [0, 0.0], "backward": [0, 0.0]})
         self.wall = 0.0
@@ -55,6 +64,8 @@ class profile:
         return sorted(rows, key=lambda r: -r[5])
 
     def table(self):
+        """The timings as a table: op, calls and milliseconds of forward and backward, total and
+        share, slowest first; then the ops' total and the block's wall time."""
         rows = self.rows()
         total = sum(r[5] for r in rows) or 1e-12
         lines = [f"{'op':<14}{'fwd calls':>10}{'fwd ms':>10}{'bwd calls':>10}{'bwd ms':>10}"

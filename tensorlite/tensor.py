@@ -61,7 +61,7 @@ class detect_anomaly:
 
 def _check_finite(fn, phase, arrays, inputs=()):
     for i, a in enumerate(arrays):
-        if a is None or a.dtype.kind != "f":
+        if getattr(a, "dtype", None) is None or a.dtype.kind != "f":   # None, or not an array
             continue
         xp = get_array_module(a)
         where = f" in the gradient of input {i}" if phase == "backward" else ""
@@ -94,15 +94,28 @@ class Function:
     def forward(self, *xs, **kwargs):
         """Raw arrays in (the tensors' data, then keyword options), the raw output array out;
         saves on self what backward needs."""
-        raise NotImplementedError  # abstract
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no forward(): a Function subclass needs "
+            "`def forward(self, *arrays, **options)` returning the output array")
 
     def backward(self, gy):
         """The gradient of the output gy (a raw array) in, one gradient per input out (None for
-        an input that is not differentiable)."""
-        raise NotImplementedError  # abstract
+        an input that is not differentiable), each of its input's shape or of a shape that
+        broadcasting the input gives (the engine sums it back)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no backward(): a Function subclass needs "
+            "`def backward(self, gy)` returning one gradient per input (None for an input "
+            "that is not differentiable) to be used with .backward()")
 
     @classmethod
     def apply(cls, *inputs, **kwargs):
+        """Run the op on tensors: `F.Softmax.apply(x, axis=-1)`, `MyOp.apply(a, b)`.
+
+        Tensors go positionally (a Python number or raw array beside them becomes a constant
+        tensor on their device), options by keyword. forward runs on the inputs' arrays (the
+        registered fast kernel for their device, unless tl.use_kernels("reference")); when an
+        input requires grad and no_grad() is off, the output records this op for backward.
+        Returns the output Tensor."""
         inputs = [x if isinstance(x, Tensor) else _constant_like(x, inputs) for x in inputs]
         device = inputs[0].device
         for x in inputs[1:]:
@@ -120,7 +133,7 @@ class Function:
             if _profiler is None:
                 y = fn.forward(*arrays, **kwargs)
             else:
-                t0 = time.perf_counter()
+                t0 = _profiler.start()                  # waits for the device's queued work
                 y = fn.forward(*arrays, **kwargs)
                 _profiler.record(cls.__name__, "forward", time.perf_counter() - t0, y)
         except ValueError as e:
@@ -128,6 +141,8 @@ class Function:
             raise ValueError(f"{cls.__name__}: {e} (input shapes {shapes})") from e
         if _anomaly:
             _check_finite(fn, "forward", (y,), arrays)
+        if isinstance(y, np.generic):  # NumPy gives 0-d results as scalars: keep an array
+            y = np.asarray(y)
         out = Tensor(y)
         if _grad_enabled and any(x.requires_grad for x in inputs):
             out.requires_grad = True
@@ -155,7 +170,9 @@ def _constant_like(x, inputs):
     xp = ref.xp
     if isinstance(x, (int, float, bool)):
         dtype = ref.dtype if xp.issubdtype(ref.dtype, xp.floating) else None
-        return Tensor(xp.asarray(x, dtype=dtype))
+        if xp is np:
+            return Tensor(np.asarray(x, dtype=dtype))
+        return Tensor(xp.full((), x, dtype=dtype))   # filled on the device: no host-to-device copy
     return Tensor(xp.asarray(x))
 
 
@@ -213,7 +230,9 @@ class Tensor:
         return len(self.data)
 
     def __bool__(self):
-        return bool(self.data)
+        if self.data.size == 1:
+            return bool(self.item())   # through backend.item, as every read of a value
+        return bool(self.data)         # NumPy's error for an ambiguous truth value
 
     def numpy(self):
         """The data as a NumPy array (copied from the GPU if needed)."""
@@ -224,8 +243,11 @@ class Tensor:
         return a if dtype is None else a.astype(dtype)
 
     def item(self):
-        """The value of a one-element tensor as a Python number."""
-        return self.data.item()
+        """The value of a one-element tensor as a Python number.
+
+        On cuda this is a host synchronisation, and the one transfer also reads the checks
+        deferred on the device (an id out of range raises here: backend.item)."""
+        return backend.item(self.data)
 
     def __float__(self):
         """float(t) for a one-element tensor, so float(norm) and math.isfinite(norm) work."""
@@ -334,16 +356,24 @@ class Tensor:
             if _profiler is None:
                 gxs = fn.backward(g)
             else:
-                t0 = time.perf_counter()
+                t0 = _profiler.start()
                 gxs = fn.backward(g)
                 _profiler.record(type(fn).__name__, "backward", time.perf_counter() - t0, None)
             if not isinstance(gxs, tuple):
-                gxs = (gxs,)
+                gxs = tuple(gxs) if isinstance(gxs, list) else (gxs,)
+            if len(gxs) != len(fn.inputs):
+                gxs = _gradient_count(fn, gxs)
             if _anomaly:
                 _check_finite(fn, "backward", [gx.dense() if isinstance(gx, ScatterGrad) else gx for gx in gxs])
             returned = Counter(id(gx) for gx in gxs)  # an array returned twice is shared
-            for x, gx in zip(fn.inputs, gxs):
-                if gx is None or not x.requires_grad:
+            for i, (x, gx) in enumerate(zip(fn.inputs, gxs)):
+                if gx is None:
+                    continue
+                shape = getattr(gx, "shape", None)        # checked for every input, used or not
+                if shape != x.shape and (shape is None or isinstance(gx, ScatterGrad)
+                                         or not _broadcasts_to(x.shape, shape)):
+                    _raise_wrong_gradient(fn, i, gx, x)   # names the op, the input and both shapes
+                if not x.requires_grad:
                     continue
                 key = id(x)
                 if isinstance(gx, ScatterGrad):    # add the slice into one buffer, no dense zeros
@@ -355,7 +385,8 @@ class Tensor:
                         gx.add_into(grads[key])
                     owned.add(key)
                     continue
-                gx = sum_to(gx, x.shape)
+                if gx.shape != x.shape:
+                    gx = sum_to(gx, x.shape)       # a broadcast input: sum back to its shape
                 # a fresh array (not gy, not a view, not returned twice) is ours to add into
                 fresh = gx is not g and gx.base is None and returned[id(gx)] == 1
                 if key not in grads:
@@ -602,7 +633,7 @@ class Tensor:
         if self.data.size != 1 or self.dtype.kind not in "iu":
             raise TypeError(f"only integer tensors of a single element can be used as an index, "
                             f"not shape {tuple(self.shape)} dtype {self.dtype}")
-        return int(self.data.item())
+        return int(self.item())
 
     def __format__(self, spec):
         """A 0-d tensor formats as its number (`f"{loss:.4f}"`); others only with an empty spec."""
@@ -741,6 +772,7 @@ class ScatterGrad:
         self.shape, self.dtype, self.index, self.value = shape, dtype, index, value
 
     def dense(self):
+        """The gradient as a dense array: zeros of `shape`, with value added at index."""
         xp = get_array_module(self.value)
         out = xp.zeros(self.shape, dtype=self.dtype)
         if _is_basic_index(self.index):
@@ -750,6 +782,7 @@ class ScatterGrad:
         return out
 
     def add_into(self, buf):
+        """Add value into buf[index] in place (where an integer index repeats, every copy adds)."""
         if _is_basic_index(self.index):
             buf[self.index] += self.value      # each element picked at most once
         else:
@@ -763,10 +796,48 @@ def _is_basic_index(index):
 
 
 def _accumulate(old, g, owned):
-    """old + g for a .grad slot, never writing into an array the engine does not own."""
-    if old is None:
-        return g if owned else g.copy()
-    return old + g
+    """old + g for a .grad slot, never writing into an array the engine does not own.
+
+    Always an array: NumPy gives the sum or product of 0-d arrays as a scalar (np.float64),
+    which in-place updates (`p.grad *= coef` in clipping) would silently not reach."""
+    out = (g if owned else g.copy()) if old is None else old + g
+    return np.asarray(out) if isinstance(out, np.generic) else out
+
+
+def _gradient_count(fn, gxs):
+    """The gradients of fn's backward, one per input; extra ones are allowed only as None (a
+    backward may list a gradient for an optional input that was not given), as in PyTorch."""
+    n = len(fn.inputs)
+    if len(gxs) > n and all(g is None for g in gxs[n:]):
+        return gxs[:n]
+    raise RuntimeError(f"{type(fn).__name__}.backward returned {len(gxs)} gradient"
+                       f"{'s' if len(gxs) != 1 else ''} for {n} input{'s' if n != 1 else ''}: "
+                       f"expected {n}, one per input in order (None for an input that needs none)")
+
+
+def _broadcasts_to(shape, target):
+    """Whether broadcasting an array of `shape` can give one of shape `target`."""
+    lead = len(target) - len(shape)
+    if lead < 0:
+        return False
+    if target[lead:] == shape:         # only leading axes added (a bias, a scalar): the usual case
+        return True
+    return all(n == 1 or n == m for n, m in zip(shape, target[lead:]))
+
+
+def _raise_wrong_gradient(fn, i, gx, x):
+    """The error for a gradient of input i that is not an array of the input's shape, nor of a
+    shape that broadcasting the input gives (the output's, for an input that was broadcast),
+    which the engine would sum back to the input's shape."""
+    op, what = type(fn).__name__, f"input {i}" + (f" ({x.name})" if x.name else "")
+    shape = getattr(gx, "shape", None)
+    if shape is None:
+        raise TypeError(f"{op}.backward returned a {type(gx).__name__} as the gradient of {what}: "
+                        "expected an array (or None)")
+    if isinstance(gx, ScatterGrad) or not _broadcasts_to(x.shape, shape):
+        raise ValueError(f"{op}.backward returned a gradient of shape {tuple(shape)} for {what} "
+                         f"of shape {tuple(x.shape)}: a gradient has its input's shape, or a shape "
+                         "that broadcasting the input gives (which the engine sums back)")
 
 
 def _topological_order(root):

@@ -1,4 +1,8 @@
-"""The engine: accumulation, graph walking, freeing, no_grad, Tensor basics and the profiler."""
+"""The engine: accumulation, graph walking, freeing, no_grad, the Function contract's errors,
+Tensor basics and the profiler."""
+import contextlib
+import re
+
 import numpy as np
 import pytest
 
@@ -221,6 +225,155 @@ def test_retain_grad_keeps_a_non_leaf_gradient():
     np.testing.assert_allclose(x.grad, 8 * X, rtol=1e-12)
 
 
+# ==================================== your own Function ======================================
+#
+# The contract (tl.Function): backward returns one gradient per input, in order (None for an
+# input that needs none; extra trailing Nones are allowed, as in PyTorch), each of its input's
+# shape or of a shape that broadcasting the input gives. Anything else is an error naming the op.
+
+class Returns(tl.Function):
+    """forward: a + b; backward returns whatever the test put in `grads` (gy -> tuple)."""
+    grads = None
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return type(self).grads(gy)
+
+
+def returning(grads):
+    return type("MyOp", (Returns,), {"grads": staticmethod(grads)})
+
+
+def run_backward(op, a_shape=(2, 3), b_shape=(2, 3)):
+    a, b = leaf(np.ones(a_shape)), leaf(np.ones(b_shape))
+    op.apply(a, b).sum().backward()
+    return a, b
+
+
+@pytest.mark.parametrize("grads, got", [
+    (lambda gy: gy, 1),                       # a single array for two inputs
+    (lambda gy: (gy,), 1),
+    (lambda gy: (gy, gy, gy), 3),
+    (lambda gy: (None, gy, gy), 3),
+], ids=["bare-array", "one", "three", "extra-not-None"])
+def test_a_backward_with_the_wrong_number_of_gradients_names_the_op(grads, got):
+    with pytest.raises(RuntimeError, match=rf"MyOp\.backward returned {got} gradients? for 2 inputs: expected 2"):
+        run_backward(returning(grads))
+
+
+@pytest.mark.parametrize("grads", [lambda gy: (gy, gy, None), lambda gy: [gy, gy * 2.0]],
+                         ids=["extra-None", "a-list"])
+def test_trailing_none_gradients_and_a_list_are_accepted(grads):
+    a, b = run_backward(returning(grads))
+    np.testing.assert_array_equal(a.grad, 1.0)
+    assert b.grad is not None
+
+
+# (input shape, gradient shape): legal exactly when broadcasting the input can give the
+# gradient's shape; the engine then sums the gradient back to the input's shape
+LEGAL = [((2, 3), (2, 3)), ((3,), (2, 3)), ((1, 3), (2, 3)), ((2, 1), (2, 3)), ((), (2, 3)),
+         ((1,), (4, 2, 5)), ((2, 1, 3), (4, 2, 5, 3)), ((1, 1), (1, 1)), ((1,), (0,))]
+ILLEGAL = [((2, 3), (3, 2)), ((2, 3), (3,)), ((2, 3), (2, 3, 1)), ((2, 3), ()), ((3,), (3, 1)),
+           ((3, 1), (3,)), ((2,), (3,)), ((2, 3), (2, 3, 2)), ((0,), (1,))]
+
+
+@pytest.mark.parametrize("x_shape, g_shape", LEGAL, ids=[f"{a}<-{b}" for a, b in LEGAL])
+def test_a_gradient_shaped_like_a_broadcast_of_its_input_is_summed_back(x_shape, g_shape):
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal(g_shape)
+    op = returning(lambda gy: (g, None))
+    a = leaf(np.ones(x_shape))
+    op.apply(a, leaf(np.ones(()))).sum().backward()
+    assert a.grad.shape == x_shape
+    lead = len(g_shape) - len(x_shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(x_shape) if n == 1)
+    np.testing.assert_allclose(a.grad, g.sum(axis=axes).reshape(x_shape), rtol=1e-12)
+
+
+@pytest.mark.parametrize("x_shape, g_shape", ILLEGAL, ids=[f"{a}<-{b}" for a, b in ILLEGAL])
+def test_a_gradient_of_the_wrong_shape_names_the_op_the_input_and_both_shapes(x_shape, g_shape):
+    op = returning(lambda gy: (None, np.ones(g_shape)))
+    a, b = leaf(np.ones(())), leaf(np.ones(x_shape))
+    b.name = "w"
+    with pytest.raises(ValueError, match=(rf"MyOp\.backward returned a gradient of shape "
+                                          rf"{re.escape(str(g_shape))} for input 1 \(w\) of shape "
+                                          rf"{re.escape(str(x_shape))}")):
+        op.apply(a, b).sum().backward()
+
+
+def test_a_wrong_gradient_is_an_error_even_for_an_input_that_needs_none():
+    op = returning(lambda gy: (gy, np.ones(5)))
+    a, b = leaf(np.ones(3)), tl.tensor(np.ones(3))      # b: a constant
+    with pytest.raises(ValueError, match=r"MyOp\.backward .* shape \(5,\) for input 1 of shape \(3,\)"):
+        op.apply(a, b).sum().backward()
+
+
+@pytest.mark.parametrize("anomaly", [False, True])
+def test_a_gradient_that_is_not_an_array_names_the_op(anomaly):
+    with tl.detect_anomaly() if anomaly else contextlib.nullcontext():
+        with pytest.raises(TypeError, match=r"MyOp\.backward returned a float as the gradient of input 0"):
+            run_backward(returning(lambda gy: (1.0, gy)))
+
+
+def test_a_scatter_gradient_of_the_wrong_shape_names_the_op():
+    from tensorlite.tensor import ScatterGrad
+    op = returning(lambda gy: (ScatterGrad((3, 2), gy.dtype, (slice(None),), gy), gy))
+    with pytest.raises(ValueError, match=r"MyOp\.backward returned a gradient of shape \(3, 2\) "
+                                         r"for input 0 of shape \(2, 3\)"):
+        run_backward(op)
+
+
+def test_a_function_without_backward_says_what_to_define():
+    class NoBackward(tl.Function):
+        def forward(self, x):
+            return x * 2
+
+    x = leaf(X)
+    y = NoBackward.apply(x)
+    np.testing.assert_array_equal(y.numpy(), 2 * X)          # forward alone works
+    with pytest.raises(NotImplementedError, match=r"NoBackward defines no backward\(\): .*def backward\(self, gy\)"):
+        y.sum().backward()
+
+
+def test_a_function_without_forward_says_what_to_define():
+    class NoForward(tl.Function):
+        def backward(self, gy):
+            return gy
+
+    with pytest.raises(NotImplementedError, match=r"NoForward defines no forward\(\): .*def forward\(self"):
+        NoForward.apply(leaf(X))
+
+
+# ================================= 0-d tensors and their gradients ==============================
+
+@pytest.mark.parametrize("graph", [
+    lambda p: p * p, lambda p: (p + 1.0) * 3.0, lambda p: p.exp() - p, lambda p: F.relu(p) ** 2,
+], ids=["p*p", "(p+1)*3", "exp(p)-p", "relu(p)**2"])
+def test_the_gradient_of_a_0d_parameter_is_an_array_that_clipping_scales_in_place(graph, device):
+    """NumPy gives the product of 0-d arrays as a scalar (np.float64): kept as .grad, clipping's
+    in-place `g *= coef` would not reach it."""
+    p = tl.tensor(np.array(3.0), requires_grad=True, device=device)
+    graph(p).backward()
+    graph(p).backward()              # accumulation (old + g) too
+    assert p.grad.shape == () and isinstance(p.grad, p.xp.ndarray), type(p.grad)
+    g = float(as_numpy(p.grad))
+    assert abs(g) > 1.0
+    norm = tl.optim.clip_grad_norm_([p], 1.0)
+    assert float(norm) == pytest.approx(abs(g))
+    assert float(as_numpy(p.grad)) == pytest.approx(np.sign(g) * 1.0, rel=1e-5)
+
+
+def test_op_outputs_are_arrays_even_when_0d(device):
+    x = tl.tensor(np.array([1.0, 2.0]), requires_grad=True, device=device)
+    for y in (x.sum(), x.sum() * 2.0, x.max(), F.cross_entropy(x[None], np.array([1]))):
+        assert y.shape == () and isinstance(y.data, x.xp.ndarray), type(y.data)
+    y = x.sum() * 2.0
+    y.data[...] = 5.0                # writable in place, as any tensor's data
+    assert y.item() == 5.0
+
+
 # ====================================== Tensor basics =========================================
 
 @pytest.mark.parametrize("data, dtype", [
@@ -279,8 +432,9 @@ def test_repr_names_shape_dtype_device_and_grad_fn():
     lambda x: x * 2.0, lambda x: 2.0 * x, lambda x: x + 1, lambda x: 1.0 - x, lambda x: x / 3.0,
     lambda x: 3.0 / x, lambda x: x ** 2, lambda x: F.gelu(x), lambda x: F.layer_norm(x),
     lambda x: F.softmax(x), lambda x: x.mean(), lambda x: F.cross_entropy(x, np.array([0, 1])),
+    lambda x: x.max(axis=-1), lambda x: x.max(),
 ], ids=["x*2.0", "2.0*x", "x+1", "1.0-x", "x/3.0", "3.0/x", "x**2", "gelu", "layer_norm",
-        "softmax", "mean", "cross_entropy"])
+        "softmax", "mean", "cross_entropy", "max-axis", "max"])
 def test_float32_stays_float32(expr, device):
     x = tl.tensor(np.ones((2, 3), np.float32), requires_grad=True, device=device)
     y = expr(x)

@@ -303,6 +303,7 @@ def test_a_misspelt_flag_gets_one_line_with_did_you_mean():
     ("bigram", ["--max-iter=5", "--lerning-rate", "1"], "--learning-rate"),
     ("plot_loss", ["run", "--titel", "x"], "--title"),
     ("attention_map", ["--checkpoint", "x", "--promt", "ROMEO"], "--prompt"),
+    ("draw_graph", ["--ot", "graphs"], "--out"),
 ])
 def test_every_example_suggests_the_flag_it_knows(capsys, name, argv, suggestion):
     with pytest.raises(SystemExit) as exit:

@@ -1,6 +1,7 @@
 """benchmarks/gpu_acceptance.py rehearsed on the CPU: the dry run goes through every stage and
 writes the JSON and the table; a failing stage is recorded and the next still runs; a training
-stopped on its budget is continued by --resume-training; an overrunning stage is stopped.
+stopped on its budget is continued by --resume-training; an overrunning stage is stopped; the
+data-parallel smoke test is skipped, saying why, where CuPy cannot load NCCL.
 """
 import importlib.util
 import json
@@ -67,6 +68,11 @@ def test_dry_run_passes_every_stage_and_writes_the_json(dry_run):
     stages = res["stages"]
     assert stages["tests"]["status"] in ("passed", "skipped")  # skipped: no GPU and no CuPy stand-in
     assert stages["bench"]["status"] == "ok" and stages["train"]["status"] == "complete"
+    dist = stages["dist"]       # the smoke test, on the CPU: no NCCL needed, none asked for
+    assert dist["status"] == "passed" and dist["command"].endswith("-m gpt.distributed --smoke --device cpu")
+    assert dist["smoke"]["steps"] == 3 and dist["smoke"]["device"] == "cpu" and dist["smoke"]["world_size"] == 1
+    assert "available" in dist["nccl"]                                   # CuPy was asked all the same
+    assert "smoke: ok " in (root / "out" / "dist.log").read_text()
     # The headline figures are the stages' own, not made up: bench_train's JSON and the metrics.
     bench = stages["bench"]["result"]
     assert res["step_ms"] == bench["tl_ms"] > 0 and res["peak_mem_gb"] == bench["tl_peak_mb"] / 1024 > 0
@@ -96,10 +102,12 @@ def test_dry_run_prints_the_table_last_and_logs_everything(dry_run):
     proc, root = dry_run
     rows = table(proc.stdout)
     assert rows[0].startswith("GPU acceptance DRY RUN")
-    stage_rows = [line.split()[:2] for line in rows[3:6]]
-    assert [name for name, _ in stage_rows] == ["tests", "bench", "train"]
-    assert stage_rows[0][1] in ("passed", "skipped") and stage_rows[1:] == [["bench", "ok"], ["train", "complete"]]
-    targets = rows[7:11]
+    stage_rows = [line.split()[:2] for line in rows[3:7]]
+    assert [name for name, _ in stage_rows] == ["tests", "dist", "bench", "train"]
+    assert stage_rows[0][1] in ("passed", "skipped")
+    assert stage_rows[1:] == [["dist", "passed"], ["bench", "ok"], ["train", "complete"]]
+    assert "1 rank on cpu, no all-reduce: 3 steps" in rows[4]
+    targets = rows[8:12]
     assert [t.split("  ")[0] for t in targets] == ["final val loss <= 1.48", "step time >= 1.0x PyTorch eager",
                                                    "5000 steps + evals < 180 s", "peak memory <= PyTorch's (GB)"]
     # The val loss and the 5000-step time are not judged on a 40-step tiny model.
@@ -109,7 +117,8 @@ def test_dry_run_prints_the_table_last_and_logs_everything(dry_run):
     assert (root / "out" / "acceptance.log").read_text() == proc.stdout
     names = sorted(p.name for p in (root / "out").iterdir())
     assert len(names) <= 8 and all(OUT_NAME.match(n) for n in names), names
-    assert {"acceptance.json", "acceptance.log", "tests.log", "tests.xml", "bench.log", "train.log"} <= set(names)
+    assert {"acceptance.json", "acceptance.log", "tests.log", "tests.xml", "dist.log", "bench.log",
+            "train.log"} <= set(names)
 
 
 # ---- a failing stage, a training stopped on its budget, and its resume -------------------
@@ -175,6 +184,69 @@ def test_resume_without_an_earlier_run_says_so_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stdout.strip().startswith("error: --resume-training: no earlier run in")
     assert len(proc.stdout.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+# ---- the dist stage: the 1-rank NCCL smoke test, or why it was skipped -------------------------
+
+CUPYS_REASON = ("nccl library could not be loaded. Reason: ImportError (libnccl.so.2: cannot open shared "
+                "object file: No such file or directory)")
+
+
+def gpu_args(tmp_path):
+    """The arguments of a real (not dry) run, for calling a stage here."""
+    return ga.parse_args(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+
+
+def test_the_dist_stage_is_skipped_saying_why_when_nccl_cannot_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(ga, "nccl_status", lambda: {"available": False, "reason": CUPYS_REASON})
+    monkeypatch.setattr(ga, "dist_command", lambda args: pytest.fail("the smoke test ran without NCCL"))
+    args = gpu_args(tmp_path)
+    args.out.mkdir(parents=True)
+    res = ga.stage_dist(args, {}, 30.0)
+    assert res["status"] == "skipped"
+    assert res["reason"] == f"NCCL not installed: {CUPYS_REASON}; {ga.INSTALL_NCCL}"
+    assert "pip install nvidia-nccl-cu12" in res["reason"]
+    assert (args.out / "dist.log").read_text() == f"skipped: {res['reason']}\n"
+    assert ga.stage_detail("dist", res).startswith("NCCL not installed: pip install nvidia-nccl-cu12")
+    results = {"dry_run": False, "targets": ga.judge(lecture_results()),
+               "stages": {"tests": {"status": "passed"}, "dist": res, "bench": {"status": "ok"},
+                          "train": {"status": "complete"}}}
+    assert ga.exit_status(results) == 0                        # a skip fails nothing
+
+
+@pytest.mark.parametrize("outcome", ["passes", "fails"])
+def test_the_dist_stage_runs_the_cuda_smoke_test_when_nccl_loads(tmp_path, monkeypatch, outcome):
+    """With NCCL there, the stage runs `python -m gpt.distributed --smoke --device cuda` (here a
+    script printing what it prints) and reads its summary, or records the end of its log."""
+    summary = {"world_size": 1, "device": "cuda", "gradients": "nccl", "allreduce_ms_4MiB": 0.25, "steps": 3,
+               "val_loss": 3.25, "allreduce_calls": 8}
+    code = (f"print('step 3: train loss 3.2, val loss 3.25'); print('smoke: ok ' + {json.dumps(summary)!r})"
+            if outcome == "passes" else "import sys; sys.exit('error: average_gradients left wte at 1.5')")
+    monkeypatch.setattr(ga, "nccl_status", lambda: {"available": True, "version": 22703})
+    monkeypatch.setattr(ga, "dist_command", lambda args: [sys.executable, "-c", code])
+    args = gpu_args(tmp_path)
+    args.out.mkdir(parents=True)
+    res = ga.stage_dist(args, {}, 30.0)
+    if outcome == "passes":
+        assert res["status"] == "passed" and res["smoke"] == summary and "error_tail" not in res
+        assert ga.stage_detail("dist", res) == ("1 rank on cuda, NCCL: 3 steps, val loss 3.2500, "
+                                                "4 MiB all-reduce 0.25 ms")
+    else:
+        assert res["status"] == "failed" and res["returncode"] == 1 and "smoke" not in res
+        assert "average_gradients left wte at 1.5" in res["error_tail"]
+
+
+def test_the_real_smoke_command_is_the_one_the_issue_names(tmp_path):
+    assert ga.dist_command(gpu_args(tmp_path))[1:] == ["-m", "gpt.distributed", "--smoke", "--device", "cuda"]
+
+
+def test_the_nccl_probe_reports_whether_cupy_can_load_nccl():
+    status = ga.nccl_status()
+    if status["available"]:
+        assert isinstance(status["version"], int) and status["version"] > 0
+    else:                                   # CuPy's own words, or the error of importing it
+        why = (status.get("reason") or status.get("error") or "").lower()
+        assert "nccl" in why or "cupy" in why, status
 
 
 @pytest.mark.parametrize("flags, fragment", [(["--stages", "tests,lint"], "unknown stage"),

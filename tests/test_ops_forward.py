@@ -233,3 +233,82 @@ def test_a_nan_in_a_row_makes_that_row_nan(op, device):
 def test_causal_softmax_keeps_float32_with_a_numpy_scale(device):
     x = tl.tensor(np.zeros((2, 4, 4), dtype=np.float32), device=device)
     assert F.causal_softmax(x, scale=np.float64(0.5)).dtype == np.float32
+
+
+# ================================ edge values and 0-d tensors =================================
+
+UNARY = {"gelu": F.gelu, "relu": F.relu, "exp": F.exp, "tanh": F.tanh, "neg": operator.neg,
+         "sqrt": F.sqrt, "log": F.log, "pow-2": lambda x: x ** 2, "pow-0": lambda x: x ** 0,
+         "x*2": lambda x: x * 2.0, "sum": F.sum, "mean": F.mean, "max": F.max,
+         "dropout": lambda x: F.dropout(x, 0.5, mask=x.xp.full((), 2.0, x.dtype)),
+         "dropout-drawn": lambda x: F.dropout(x, 0.5)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", UNARY)
+def test_an_op_of_a_0d_tensor_is_0d_and_so_is_its_gradient(name, dtype, device):
+    """The fast CPU GELU once returned shape (1,) here (np.ascontiguousarray makes 0-d 1-d)."""
+    x = tl.tensor(np.array(0.7, dtype), requires_grad=True, device=device)
+    y = UNARY[name](x)
+    assert y.shape == () and y.dtype == dtype
+    y.backward()
+    assert x.grad.shape == () and x.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_of_infinities_and_nan_is_as_pytorch(dtype, device):
+    """max(x, 0): relu(-inf) = 0 (x * [x > 0] gave -inf * 0 = NaN), relu(inf) = inf, NaN stays."""
+    x = tl.tensor(np.array([-np.inf, np.inf, np.nan, -0.0, -2.0, 3.0], dtype), device=device)
+    np.testing.assert_array_equal(F.relu(x).numpy(), np.array([0, np.inf, np.nan, 0, 0, 3], dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_gradient_of_x_to_the_0_is_0_everywhere_also_at_0(dtype, device, rng):
+    """d(x^0)/dx = 0 (PyTorch's too); the general 0 * x^-1 is 0 * inf = NaN at x = 0."""
+    x = tl.tensor(np.array([0.0, -0.0, 1.5, -2.0, np.inf], dtype), requires_grad=True, device=device)
+    y = x ** 0
+    np.testing.assert_array_equal(y.numpy(), 1.0)
+    y.backward(rng.standard_normal(5).astype(dtype))
+    np.testing.assert_array_equal(as_numpy(x.grad), 0.0)
+    assert x.grad.dtype == dtype
+
+
+# ================================ ids out of range, read late =================================
+
+READERS = {"item": lambda t: t.item(), "float": float, "format": lambda t: f"{t:.3f}",
+           "numpy": lambda t: t.numpy(), "bool": lambda t: bool(t > 0), "tolist": lambda t: t.tolist()}
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("op", ["embedding", "cross_entropy"])
+def test_an_id_out_of_range_raises_by_the_first_read_of_a_value(op, reader, device):
+    """On the CPU at once; on cuda (no host sync inside a step) at the first value read, with
+    the same message: every way of reading a tensor's value reads the deferred checks too."""
+    w = tl.tensor(np.ones((5, 3)), requires_grad=True, device=device)
+    bad = np.array([[0, 4], [7, 1]])
+    match = {"embedding": r"id 7 is out of range for a table of 5 rows",
+             "cross_entropy": r"targets must lie in 0\.\.2, found 0\.\.7"}[op]
+    with pytest.raises(IndexError, match=match):
+        if op == "embedding":
+            out = F.embedding(tl.tensor(bad, device=device), w).sum()
+        else:
+            out = F.cross_entropy(F.embedding(tl.tensor(np.array([[0, 1], [2, 3]]), device=device), w),
+                                  tl.tensor(bad, device=device))
+        READERS[reader](out)
+
+
+def test_the_id_checks_make_no_host_sync_on_cuda(kernel_mode):
+    """The checks are computed on the device and read with the next value: a step on cuda does
+    not wait for the GPU at each embedding or cross-entropy (counted on the CuPy stand-in)."""
+    cupy_standin = pytest.importorskip("cupy_standin")
+    if cupy_standin.real_cupy() is None:
+        pytest.skip("the cupy package is not installed: the stand-in cannot count")
+    with cupy_standin.installed():
+        w = tl.tensor(np.ones((5, 3)), requires_grad=True, device="cuda")
+        ids, targets = (tl.tensor(np.array(a), device="cuda") for a in ([[0, 4], [2, 1]], [[1, 2], [0, 2]]))
+        with cupy_standin.counting() as c:
+            loss = F.cross_entropy(F.embedding(ids, w), targets)
+            loss.backward()
+            assert c.syncs == 0 and c.d2h == 0, c.snapshot()
+            loss.item()
+            assert c.syncs == 1 and c.d2h == 1, c.snapshot()

@@ -1,6 +1,7 @@
 """tensorlite.optim: AdamW and SGD against hand-written NumPy references (and PyTorch when it
 is installed), AdamW's flat buffer and state, the warmup + cosine schedule, gradient clipping.
-AdamW runs with the fast update kernel and with the reference adamw_update.
+AdamW runs with the fast update kernel and with the reference adamw_update; the `device`
+fixture (conftest.py) runs a test on the CPU and on cuda (the CuPy stand-in without a GPU).
 """
 import math
 import pickle
@@ -14,8 +15,6 @@ from gpt import GPT, GPTConfig
 from tensorlite import kernels, nn
 from tensorlite.optim import SGD, AdamW, WarmupCosine, adamw_update, clip_grad_norm_
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not tl.gpu_available(), reason="no GPU: CuPy not installed or sees no device"))]
 SHAPES = [(3, 4), (5,), (2, 3, 2)]
 
 
@@ -118,7 +117,6 @@ def test_adamw_matches_torch(mode):
         np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_adamw_on_a_device_matches_the_formula(device):
     params = make_params()
     start = [p.numpy().copy() for p in params]
@@ -245,6 +243,77 @@ def test_zero_grad_clears_the_optimizers_parameters():
     AdamW(params).zero_grad()
     assert all(p.grad is None for p in params)
 
+
+
+# ---- AdamW.gather_grads: each group's gradients in one flat buffer ---------------------------
+
+def on_device(arrays, device):
+    return [tl.backend.to_device(a, device) for a in arrays]
+
+
+def host(a):
+    return tl.backend.as_numpy(a)
+
+
+def test_gather_grads_makes_each_grad_a_view_of_its_groups_flat_buffer(device):
+    params = make_params()
+    for p in params:
+        p.data = tl.backend.to_device(p.data, device)
+    opt = AdamW(two_groups(params))
+    grads = random_grads(params, steps=1)[0]
+    params[0].grad = tl.backend.to_device(np.ascontiguousarray(grads[0].T), device).T  # strided
+    params[1].grad = tl.backend.to_device(grads[1], device)
+    for group in opt.param_groups:
+        group["grad"][...] = 7.0                      # whatever the buffer held before
+    buffers = opt.gather_grads()                      # params[2] has no gradient
+    assert [id(b) for b in buffers] == [id(g["grad"]) for g in opt.param_groups]
+    for group in opt.param_groups:
+        for p, o, n in zip(group["params"], group["offsets"], group["sizes"]):
+            i = [id(q) for q in params].index(id(p))
+            if i == 2:
+                assert p.grad is None                                   # skipped, as before
+                np.testing.assert_array_equal(host(group["grad"][o:o + n]), 0)   # adds zeros
+                continue
+            assert p.grad.shape == p.shape and p.grad.base is not None
+            np.testing.assert_array_equal(host(p.grad), grads[i])
+            np.testing.assert_array_equal(host(group["grad"][o:o + n]), grads[i].reshape(-1))
+    views = [p.grad for p in params]
+    opt.gather_grads()                                # already in place: the same views
+    assert all(p.grad is v for p, v in zip(params, views))
+
+
+def test_gather_grads_refuses_a_gradient_of_another_shape():
+    params = make_params()
+    opt = AdamW(params)
+    params[0].grad = np.ones((1, 4))                  # (3, 4) expected: it would broadcast
+    with pytest.raises(ValueError, match=r"shape \(3, 4\) but its \.grad has shape \(1, 4\)"):
+        opt.gather_grads()
+
+
+@pytest.mark.parametrize("mode", kernels.MODES)
+def test_adamw_steps_alike_with_and_without_gather_grads(device, mode):
+    """gather_grads before step (as the training loop does), or step gathering itself, or the
+    gradients replaced by new arrays after a gather: the same parameters, bit for bit."""
+    tl.use_kernels(mode)
+    runs = []
+    for how in ("step alone", "gathered", "replaced after gather"):
+        params = make_params(dtype=np.float32)
+        for p in params:
+            p.data = tl.backend.to_device(p.data, device)
+        opt = AdamW(two_groups(params))
+        for step_grads in random_grads(params, steps=3):
+            for p, g in zip(params, on_device(step_grads, device)):
+                p.grad = g
+            if how != "step alone":
+                opt.gather_grads()
+            if how == "replaced after gather":
+                for p, g in zip(params, on_device(step_grads, device)):
+                    p.grad = g                        # no longer the buffer's views: copied again
+            opt.step()
+        runs.append([host(p.data) for p in params])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
 
 # ---- SGD ------------------------------------------------------------------------------------
 
@@ -450,6 +519,73 @@ def test_clip_grad_norm_matches_torch():
     for p, q in zip(params, theirs):
         np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12)
 
+
+
+def gathered_and_separate(device, scale, dtype=np.float32, groups=two_groups):
+    """Two copies of the same parameters with the same gradients (times scale), on device: the
+    first's gathered into AdamW's flat buffers, the second's separate arrays."""
+    out = []
+    for gather in (True, False):
+        params = make_params(dtype=dtype)
+        for p in params:
+            p.data = tl.backend.to_device(p.data, device)
+        opt = AdamW(groups(params))
+        for p, g in zip(params, random_grads(params, steps=1)[0]):
+            p.grad = tl.backend.to_device(scale * g, device)
+        if gather:
+            opt.gather_grads()
+        out.append((params, opt))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [10.0, 1e-3], ids=["clipped", "unchanged"])
+@pytest.mark.parametrize("mode", kernels.MODES)
+def test_clip_grad_norm_of_a_flat_buffer_equals_the_per_parameter_path(device, mode, scale, dtype):
+    """One multiplication of each group's buffer gives the same bits as one per gradient."""
+    tl.use_kernels(mode)
+    (flat, _), (separate, _) = gathered_and_separate(device, scale, dtype)
+    assert flat[0].grad.base is not None and separate[0].grad.base is None
+    norms = [clip_grad_norm_(params, 1.0) for params in (flat, separate)]
+    assert norms[0].dtype == norms[1].dtype == dtype
+    assert norms[0].item() == norms[1].item()
+    for p, q in zip(flat, separate):
+        np.testing.assert_array_equal(host(p.grad), host(q.grad))
+    assert (norms[0].item() > 1.0) == (scale > 1)     # the clipped case scales
+
+
+def test_clip_grad_norm_of_some_of_a_buffers_gradients_leaves_the_others_alone(device):
+    """Gradients that cover only part of a flat buffer are scaled one by one: the buffer's
+    other gradients keep their values."""
+    (flat, _), (separate, _) = gathered_and_separate(device, 10.0)
+    untouched = host(flat[1].grad).copy()
+    picked = [flat[0], flat[2]]                        # group 0 is params 0 and 2: whole
+    picked_separate = [separate[0], separate[2]]
+    assert clip_grad_norm_(picked[:1], 1.0).item() == clip_grad_norm_(picked_separate[:1], 1.0).item()
+    np.testing.assert_array_equal(host(flat[0].grad), host(separate[0].grad))
+    np.testing.assert_array_equal(host(flat[2].grad), 10 * random_grads(flat, 1)[0][2])   # not scaled
+    np.testing.assert_array_equal(host(flat[1].grad), untouched)
+    clip_grad_norm_(picked, 1.0)                       # the whole group 0: its buffer at once
+    clip_grad_norm_(picked_separate, 1.0)
+    for p, q in zip(picked, picked_separate):
+        np.testing.assert_array_equal(host(p.grad), host(q.grad))
+    np.testing.assert_array_equal(host(flat[1].grad), untouched)
+
+
+@pytest.mark.parametrize("listed", [[0, 1, 2, 0], [0, 1, 0]], ids=["all-and-one-again", "as-long-as-the-buffer"])
+def test_clip_grad_norm_counts_and_scales_a_gradient_listed_twice_as_pytorch(listed):
+    """Listed twice, a gradient counts twice in the norm and is scaled twice (PyTorch's
+    foreach path); [0, 1, 0] spans as many bytes as the whole buffer, yet does not tile it."""
+    torch = pytest.importorskip("torch", reason="PyTorch not installed: reference comparison skipped")
+    (flat, _), (separate, _) = gathered_and_separate("cpu", 10.0, np.float64, groups=lambda ps: ps)
+    theirs = [torch.tensor(p.numpy(), requires_grad=True) for p in separate]
+    for q, p in zip(theirs, separate):
+        q.grad = torch.tensor(p.grad)
+    expected = float(torch.nn.utils.clip_grad_norm_([theirs[i] for i in listed], 1.0))
+    for params in (flat, separate):
+        assert clip_grad_norm_([params[i] for i in listed], 1.0).item() == pytest.approx(expected, rel=1e-12)
+        for p, q in zip(params, theirs):
+            np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12)
 
 # ---- a whole model --------------------------------------------------------------------------
 

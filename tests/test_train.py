@@ -472,7 +472,7 @@ def test_a_nan_gradient_norm_stops_training_with_grad_clip(tmp_path, monkeypatch
     def clip_overflowing_at_step_7(params, max_norm):
         calls.append(1)
         norm = clip(params, max_norm)
-        return float("nan") if len(calls) == 8 else norm
+        return norm * float("nan") if len(calls) == 8 else norm    # a 0-d Tensor, as clip's
     monkeypatch.setattr(tl.optim, "clip_grad_norm_", clip_overflowing_at_step_7)
     last_good = re.escape(str(tmp_path / CHECKPOINT))
     with pytest.raises(TrainingError,

@@ -32,47 +32,8 @@ EXCLUDE = set()   # module names left out of the reference
 
 # One line for public names whose code has no docstring yet (the code's docstring wins once written).
 SUPPLEMENT = {
-    "tensorlite.profile": "Context manager that times the forward and backward of each op type: `with tl.profile() as p: ...; print(p)`.",
-    "tensorlite.profiler.profile": "Context manager that times the forward and backward of each op type: `with tl.profile() as p: ...; print(p)`.",
-    "tensorlite.profiler.profile.table": "The timings as a table: op, calls and milliseconds of forward and backward, share.",
     "tensorlite.backend.device_of": '"cpu" for a NumPy array, "cuda" for a CuPy array.',
     "tensorlite.backend.as_cupy": "The array as a CuPy array (copied to the GPU); DeviceError without CuPy.",
-    "tensorlite.functional.add": "a + b, elementwise with broadcasting.",
-    "tensorlite.functional.sub": "a - b, elementwise with broadcasting.",
-    "tensorlite.functional.mul": "a * b, elementwise with broadcasting.",
-    "tensorlite.functional.div": "a / b, elementwise with broadcasting.",
-    "tensorlite.functional.neg": "-x.",
-    "tensorlite.functional.pow": "x ** p for a constant exponent p.",
-    "tensorlite.functional.exp": "e ** x, elementwise.",
-    "tensorlite.functional.log": "The natural logarithm, elementwise.",
-    "tensorlite.functional.tanh": "tanh(x), elementwise.",
-    "tensorlite.functional.sqrt": "The square root, elementwise.",
-    "tensorlite.functional.relu": "max(x, 0), elementwise.",
-    "tensorlite.functional.gelu": "GPT-2's GELU, the tanh approximation, elementwise.",
-    "tensorlite.functional.sum": "The sum over axis (every axis when None).",
-    "tensorlite.functional.mean": "The mean over axis (every axis when None).",
-    "tensorlite.functional.max": "The maximum over axis (every axis when None); ties share the gradient.",
-    "tensorlite.functional.reshape": "The same elements in a new shape.",
-    "tensorlite.functional.transpose": "The axes permuted (reversed when none are given), as numpy.transpose.",
-    "tensorlite.functional.getitem": "x[index]: basic slicing or integer arrays.",
-    "tensorlite.functional.concatenate": "Join tensors along an existing axis.",
-    "tensorlite.functional.stack": "Join tensors along a new axis.",
-    "tensorlite.functional.matmul": "The matrix product a @ b, batched over leading axes with broadcasting.",
-    "tensorlite.functional.softmax": "exp(x) / sum(exp(x)) along axis, computed stably.",
-    "tensorlite.functional.log_softmax": "log(softmax(x)) along axis, computed stably.",
-    "tensorlite.functional.layer_norm": "Layer norm over the last axis, with an optional weight and bias.",
-    "tensorlite.optim.Optimizer": "Base class of the optimizers: param_groups, step() and zero_grad().",
-    "tensorlite.optim.Optimizer.zero_grad": "Set every parameter's gradient to None.",
-    "tensorlite.optim.Optimizer.step": "Update the parameters from their gradients.",
-    "tensorlite.optim.AdamW.step": "One AdamW update of every parameter that has a gradient.",
-    "tensorlite.optim.AdamW.state_dict": "The moments, step counts and hyperparameters, laid out as torch.optim.AdamW's.",
-    "tensorlite.optim.SGD.step": "One SGD update of every parameter that has a gradient.",
-    "tensorlite.optim.WarmupCosine.lr_at": "The learning rate at step it for a base learning rate.",
-    "tensorlite.optim.WarmupCosine.step": "Set the optimizer's learning rates for step it; returns the first group's.",
-    "tensorlite.tensor.ScatterGrad.dense": "The gradient as a dense array: zeros with value at index.",
-    "tensorlite.tensor.ScatterGrad.add_into": "Add value into buf[index] in place (accumulating where an integer index repeats).",
-    "tensorlite.tensor.Function.apply": "Run the op on tensors: forward on their arrays, and record the graph when a gradient is needed.",
-    "tensorlite.Function.apply": "Run the op on tensors: forward on their arrays, and record the graph when a gradient is needed.",
     "gpt.PRESETS": "The presets by name, 'lecture' (the lecture's 6 x 384 model, for a GPU) and 'cpu' (4 x 128): model and training settings.",
     "gpt.GPTConfig": "The model's settings: vocabulary, context length, layers, heads, width, dropout, bias, activation, tied weights.",
     "gpt.config.GPTConfig": "The model's settings: vocabulary, context length, layers, heads, width, dropout, bias, activation, tied weights.",
@@ -292,10 +253,20 @@ def main(out=HERE):
         warnings.filterwarnings("ignore", message="The module specification .* adds a module named")
         pdoc.pdoc(*public_modules(), output_directory=out)
     _restore(applied)
+    _drop_checkout_path(out)
     write_markdown(md, out / "README.md")
     (out / "names.json").write_text(json.dumps(names, indent=1, sort_keys=True) + "\n")
     print(f"wrote {out}: {sum(len(e) for e in names.values())} names in {len(names)} modules")
     return 1 if missing else 0
+
+
+def _drop_checkout_path(out):
+    """A value computed from where the code lies (tensorlite.kernels.cuda.KERNEL_DIR) would show
+    this checkout's path: pages written in two checkouts would differ. Write "..." for it."""
+    for page in Path(out).rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if str(ROOT) in text:
+            page.write_text(text.replace(str(ROOT), "..."), encoding="utf-8")
 
 
 def _resolve(qualname):

@@ -85,7 +85,7 @@ class GELU(F.GELU):
     elements while it is in cache (the (B, T, 4C) activations are the largest in the model).
     Saves x and s = (1 + tanh(u)) / 2, as the reference does."""
     def forward(self, x):
-        x = np.ascontiguousarray(x)
+        x = np.ascontiguousarray(x).reshape(np.shape(x))   # ascontiguousarray makes 0-d arrays 1-d
         s, y = np.empty_like(x), np.empty_like(x)
         for b in blocks(x):
             xb, u, yb = x.reshape(-1)[b], s.reshape(-1)[b], y.reshape(-1)[b]
@@ -101,7 +101,7 @@ class GELU(F.GELU):
         return y
 
     def backward(self, gy):
-        gy = np.ascontiguousarray(gy)
+        gy = np.ascontiguousarray(gy).reshape(np.shape(gy))
         gx = np.empty_like(gy)
         parts = blocks(gx)
         scratch = np.empty(parts[0].stop if parts else 0, dtype=gx.dtype)  # the first block's size, reused

@@ -111,7 +111,10 @@ def is_float(*arrays):
 
 
 def contiguous(a):
-    return None if a is None else backend.cp.ascontiguousarray(a)
+    if a is None:
+        return None
+    c = backend.cp.ascontiguousarray(a)
+    return c if c.ndim == a.ndim else c.reshape(a.shape)   # CuPy, as NumPy, makes a 0-d array 1-d
 
 
 # ================================= element-wise: GELU =========================================
