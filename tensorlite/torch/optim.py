@@ -1,24 +1,11 @@
-"""`torch.optim`: tensorlite's optimizers with PyTorch's `zero_grad(set_to_none=True)`."""
+"""`torch.optim`: tensorlite's optimizers under PyTorch's signatures (zero_grad(set_to_none=True)
+is tensorlite's own)."""
 from tensorlite import optim as _optim
 
 __all__ = ["Optimizer", "AdamW", "SGD"]
 
 
-def _zero_grad(optimizer, set_to_none):
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                p.grad = p.xp.zeros_like(p.data)
-
-
-class Optimizer(_optim.Optimizer):
-    """Base class: param_groups, step() and zero_grad(set_to_none=True)."""
-
-    def zero_grad(self, set_to_none=True):
-        """Forget the gradients: None (the default, as PyTorch's), or zeros."""
-        _zero_grad(self, set_to_none)
+Optimizer = _optim.Optimizer
 
 
 class AdamW(_optim.AdamW):
@@ -32,10 +19,6 @@ class AdamW(_optim.AdamW):
             raise NotImplementedError("AdamW: amsgrad and maximize are not supported")
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def zero_grad(self, set_to_none=True):
-        """Forget the gradients: None (the default, as PyTorch's), or zeros."""
-        _zero_grad(self, set_to_none)
-
 
 class SGD(_optim.SGD):
     """tensorlite's SGD: p -= lr * (g + weight_decay * p), with optional momentum (as torch.optim.SGD
@@ -45,7 +28,3 @@ class SGD(_optim.SGD):
         if dampening or nesterov:
             raise NotImplementedError("SGD: dampening and nesterov are not supported")
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-    def zero_grad(self, set_to_none=True):
-        """Forget the gradients: None (the default, as PyTorch's), or zeros."""
-        _zero_grad(self, set_to_none)
