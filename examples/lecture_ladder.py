@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 import tensorlite as tl  # noqa: E402
 import tensorlite.torch as torch  # noqa: E402
-from gpt.cli import run  # noqa: E402
+from gpt.cli import ArgumentParser, run  # noqa: E402
 from gpt.data import CharTokenizer, get_batch, load_text, train_val_split  # noqa: E402
 from gpt.lecture import STAGE_NAMES, STAGES  # noqa: E402
 
@@ -134,7 +134,7 @@ def parse_stages(text, device):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="path to input.txt (else $TINYSHAKESPEARE_PATH or a download)")
     p.add_argument("--json", default=None, help="write the table, each stage's losses and settings here")
     p.add_argument("--stages", default=None,
