@@ -494,14 +494,19 @@ class CrossEntropy(Function):
         return ((self.p - onehot) * (gy / self.t.size)).reshape(self.shape)
 
     @staticmethod
-    def rows_and_targets(logits, targets):
-        """Check the targets; logits as (N, V) rows and targets as (N,) ids."""
-        V = logits.shape[-1]
+    def check_targets(logits, targets):
+        """Targets must be integers shaped like the logits without their last axis."""
         if targets.shape != logits.shape[:-1]:
             raise ValueError(f"cross_entropy: targets shape {tuple(targets.shape)} must be the "
                              f"logits shape {tuple(logits.shape)} without its last axis")
         if targets.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy targets must be integers, got dtype {targets.dtype}")
+
+    @classmethod
+    def rows_and_targets(cls, logits, targets):
+        """Check the targets; logits as (N, V) rows and targets as (N,) ids."""
+        V = logits.shape[-1]
+        cls.check_targets(logits, targets)
         t = targets.ravel()
         backend.check_ids(t, V, lambda host: (     # deferred on cuda: no host sync here
             f"cross_entropy: targets must lie in 0..{V - 1}, found {int(host.min())}..{int(host.max())}"))

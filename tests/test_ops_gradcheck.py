@@ -18,6 +18,7 @@ from hypothesis.extra import numpy as hnp
 import tensorlite as tl
 import tensorlite.functional as F
 from tensorlite import kernels
+from tensorlite.gradcheck import _ops_in_graph as ops_in_graph
 
 _rng = np.random.default_rng(1234)  # the case table below is drawn once, at import
 
@@ -63,18 +64,6 @@ def case(op, fn, *args, id, marks=()):
 def make_inputs(args, device):
     return [tl.tensor(a.array, device=device) if isinstance(a, Const)
             else tl.tensor(a, requires_grad=True, device=device) for a in args]
-
-
-def ops_in_graph(out):
-    """The Function types that made `out`, walked without recursion."""
-    types, visited, stack = set(), set(), [out]
-    while stack:
-        fn = stack.pop().creator
-        if fn is not None and id(fn) not in visited:
-            visited.add(id(fn))
-            types.add(type(fn))
-            stack.extend(fn.inputs)
-    return types
 
 
 # ====================================== the case table =======================================

@@ -270,11 +270,7 @@ class CrossEntropy(F.CrossEntropy):
     def forward(self, logits, targets):
         cp = backend.cp
         V = logits.shape[-1]
-        if targets.shape != logits.shape[:-1]:
-            raise ValueError(f"cross_entropy: targets shape {tuple(targets.shape)} must be the "
-                             f"logits shape {tuple(logits.shape)} without its last axis")
-        if targets.dtype.kind not in "iu":
-            raise TypeError(f"cross_entropy targets must be integers, got dtype {targets.dtype}")
+        self.check_targets(logits, targets)          # the range is checked by the kernel
         x = contiguous(logits).reshape(-1, V)                                  # (N, V)
         t = contiguous(targets.reshape(-1).astype(np.int64, copy=False))       # (N,)
         N = t.size
