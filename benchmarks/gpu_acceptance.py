@@ -338,13 +338,23 @@ def pytest_collection_finish(session):
 
 def junit_counts(path):
     """{"tests", "passed", "failed", "errors", "skipped", "failures": [names], "skip_reasons":
-    {reason: count, the 5 most common}} from a junit XML."""
+    {reason: count, the 5 most common}, "skipped_modules": [module: reason]} from a junit XML.
+
+    A module skipped whole at import (pytest.importorskip: PyTorch not installed, say) shows in
+    the XML as a testcase with an empty classname (the module in its name); it is listed in
+    skipped_modules, not counted as a test.
+    A module that fails to import still counts, as an error."""
     root = ET.parse(path).getroot()
-    counts = {"tests": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0, "failures": []}
+    counts = {"tests": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0, "failures": [],
+              "skipped_modules": []}
     reasons = {}
     for case in root.iter("testcase"):
-        counts["tests"] += 1
         kinds = {child.tag for child in case}
+        if not case.get("classname") and kinds == {"skipped"}:
+            message = case.find("skipped").get("message", "")
+            counts["skipped_modules"].append(f"{case.get('name', '')}: {message}")
+            continue
+        counts["tests"] += 1
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
         if "failure" in kinds:
             counts["failed"] += 1

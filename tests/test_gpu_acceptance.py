@@ -89,6 +89,10 @@ def test_dry_run_tests_stage_runs_a_sample_of_the_cuda_tests_and_counts_them(dry
     _, root = dry_run
     res = json.loads((root / "out" / "acceptance.json").read_text())["stages"]["tests"]
     cases = list(ET.parse(root / "out" / "tests.xml").getroot().iter("testcase"))
+    # a module skipped at import (no PyTorch here, say) is a testcase without a classname, not a test
+    module_skips = [c for c in cases if not c.get("classname")]
+    assert len(module_skips) == len(res["skipped_modules"])
+    cases = [c for c in cases if c.get("classname")]
     assert len(cases) == res["tests"] == ga.DRY_TEST_SAMPLE  # the suite has far more cuda tests
     assert all("cuda" in f"{c.get('classname')}::{c.get('name')}".lower() for c in cases)  # -k cuda
     skipped = sum(any(child.tag == "skipped" for child in c) for c in cases)
@@ -349,12 +353,15 @@ def test_junit_counts(tmp_path):
                    '<testcase classname="tests.test_b" name="test_z[cuda]"><error message="setup"/></testcase>'
                    '<testcase classname="tests.test_b" name="test_s[cuda]"><skipped message="no GPU"/></testcase>'
                    '<testcase classname="tests.test_b" name="test_t[cuda]"><skipped message="no GPU"/></testcase>'
+                   '<testcase classname="" name="tests.test_c"><skipped message="no torch"/></testcase>'
+                   '<testcase classname="" name="tests.test_d"><error message="ImportError"/></testcase>'
                    '</testsuite></testsuites>')
     counts = ga.junit_counts(xml)
     assert {k: counts[k] for k in ("tests", "passed", "failed", "errors", "skipped")} == \
-        {"tests": 5, "passed": 1, "failed": 1, "errors": 1, "skipped": 2}
-    assert counts["failures"] == ["tests.test_a::test_y[cuda]", "tests.test_b::test_z[cuda]"]
+        {"tests": 6, "passed": 1, "failed": 1, "errors": 2, "skipped": 2}
+    assert counts["failures"] == ["tests.test_a::test_y[cuda]", "tests.test_b::test_z[cuda]", "::tests.test_d"]
     assert counts["skip_reasons"] == {"no GPU": 2}
+    assert counts["skipped_modules"] == ["tests.test_c: no torch"]  # skipped at import: not a test
 
 
 def test_the_tiny_shakespeare_digest_is_the_data_modules():
