@@ -142,6 +142,8 @@ class GELU(Function):
     Written y = x s with s = (1 + tanh(u)) / 2, whose slope is ds/dx = 2 s (1 - s) du/dx:
     dx = gy * s * (1 + d (1 - s)),   d = 2 sqrt(2/pi) x (1 + 3 * 0.044715 x^2)
     """
+    float_input = True
+
     def forward(self, x):
         xp = get_array_module(x)
         u = GELU_C * (x + 0.044715 * x * x * x)      # x * x * x: NumPy's x ** 3 is a slow pow()
@@ -351,6 +353,8 @@ class Softmax(Function):
 
     dx = y * (gy - sum(gy * y, axis))      (the Jacobian-vector product, never the Jacobian)
     """
+    float_input = True
+
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
@@ -370,6 +374,8 @@ class CausalSoftmax(Function):
     x is (..., T, T) scores, future = column > row.
     dx = scale * y * (gy - sum(gy * y))     (softmax's backward; future entries have y = 0)
     """
+    float_input = True
+
     def forward(self, x, scale=1.0):
         xp = get_array_module(x)
         T = x.shape[-1]
@@ -393,6 +399,8 @@ class LogSoftmax(Function):
 
     dx = gy - exp(y) * sum(gy, axis)
     """
+    float_input = True
+
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
@@ -427,6 +435,8 @@ class LayerNorm(Function):
     dx = rstd * (dxh - mean(dxh) - xh * mean(dxh * xh)),   dxh = gy * w
     dw = sum(gy * xh),   db = sum(gy)          (sums over every axis but C)
     """
+    float_input = True
+
     def forward(self, x, w=None, b=None, eps=1e-5):
         xp = get_array_module(x)
         mean = x.mean(-1, keepdims=True)                                       # (..., 1)
@@ -475,6 +485,8 @@ class CrossEntropy(Function):
 
     dx = (softmax(x) - onehot(target)) * gy / N     (softmax and log fused: no division by p)
     """
+    float_input = True
+
     def forward(self, logits, targets):
         xp = get_array_module(logits)
         x, t = self.rows_and_targets(logits, targets)           # (N, V), (N,)
@@ -518,6 +530,8 @@ class Dropout(Function):
 
     dx = gy * mask   (the same mask, saved as booleans: a quarter of a float32 mask's memory)
     """
+    float_input = True
+
     def forward(self, x, p, mask=None):
         if mask is None:
             self.keep = backend.uniform(x.shape, x.dtype, backend.device_of(x)) >= p

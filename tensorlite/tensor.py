@@ -90,6 +90,7 @@ class Function:
     stores on `self` is freed once backward has run.
     """
     makes_inf = False  # True for ops whose output may hold +-inf on purpose (detect_anomaly)
+    float_input = False  # True for ops whose first input must be floating point, as PyTorch's
 
     def forward(self, *xs, **kwargs):
         """Raw arrays in (the tensors' data, then keyword options), the raw output array out;
@@ -123,11 +124,10 @@ class Function:
                 raise DeviceError(f"{cls.__name__}: inputs are on different devices "
                                   f"({', '.join(t.device for t in inputs)}); move them with .to(device)")
         arrays = [x.data for x in inputs]
-        fast = kernels._active.get((cls, device))       # the one place ops choose (kernels/)
-        if fast is not None:
-            supports = kernels._supports.get((cls, device))
-            if supports is None or supports(*arrays, **kwargs):
-                cls = fast
+        if cls.float_input and arrays[0].dtype.kind != "f":
+            raise TypeError(f"{cls.__name__}: needs a floating-point tensor, got {arrays[0].dtype}; "
+                            f"convert it first with .float() or .double()")
+        cls = kernels.resolve(cls, device, *arrays, **kwargs)   # the one place ops choose
         fn = cls()
         try:
             if _profiler is None:

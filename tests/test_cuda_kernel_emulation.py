@@ -76,6 +76,16 @@ extern "C" __global__ void read_dynamic(float* y) {
     y[threadIdx.x] = fresh[threadIdx.x];   // never written: the emulation fills it with NaN
 }
 
+// Static shared memory, one variable and one array: each block reads them before writing.
+extern "C" __global__ void read_static_shared(int* flags, float* y) {
+    __shared__ int flag;
+    __shared__ __align__(16) float tile[2][4];
+    if (threadIdx.x == 0) flags[blockIdx.x] = flag;
+    y[blockIdx.x * 8 + threadIdx.x] = tile[threadIdx.x / 4][threadIdx.x % 4];
+    __syncthreads();
+    if (threadIdx.x == 0) flag = 7;
+    tile[threadIdx.x / 4][threadIdx.x % 4] = 1.f;
+}
 extern "C" __global__ void histogram(int* counts, const long long* ids, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) atomicAdd(&counts[ids[i]], 1);
@@ -199,6 +209,19 @@ def test_uninitialised_dynamic_shared_memory_reads_nan(mod):
     y = np.zeros(32, np.float32)
     mod.get_function("read_dynamic")((1,), (32,), (y,), shared_mem=32 * 4)
     assert np.isnan(y).all()
+
+
+def test_uninitialised_static_shared_memory_reads_nan_in_every_block(mod):
+    # a block must not see what the block before it left there
+    flags, y = np.zeros(3, np.int32), np.zeros(24, np.float32)
+    mod.get_function("read_static_shared")((3,), (8,), (flags, y))
+    np.testing.assert_array_equal(flags, [-1, -1, -1])
+    assert np.isnan(y).all()
+
+
+def test_a_shared_declaration_the_translator_cannot_take_is_refused():
+    with pytest.raises(ValueError, match="__shared__ declaration"):
+        build('extern "C" __global__ void k(int* y) { __shared__ int a = 3; y[0] = a; }')
 
 
 def test_integer_atomics(mod):

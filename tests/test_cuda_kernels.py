@@ -445,3 +445,16 @@ def test_the_result_check_catches_a_wrong_formula(bug, old, new):
         got, want = causal_softmax(m, x, gy, 1.0)[0], F.CausalSoftmax().forward(x)
     with pytest.raises(AssertionError):
         close(got, want, np.float64)
+
+
+def test_a_shared_flag_left_unset_raises_a_false_error():
+    """crossentropy_mean without `any_bad = 0`: on a GPU its shared flag starts as whatever the
+    last block left there. The emulation fills static shared memory with 0xff at every block
+    start, so valid targets come back flagged (test_cross_entropy_matches_the_reference checks
+    that the real kernel reports no error)."""
+    src = planted("crossentropy.cu", "    if (threadIdx.x == 0) any_bad = 0;\n", "\n")
+    m = {("crossentropy.cu", np.dtype(np.float64)): build(src, cuda.options(np.float64))}
+    rng = np.random.default_rng(0)
+    x = randn(rng, np.float64, 6, 5)
+    _, _, _, error = cross_entropy(m, x, rng.integers(0, 5, 6), 1.0)
+    assert error != 0

@@ -402,3 +402,22 @@ def test_the_readme_softmax_is_the_code():
     section = readme.split("## A backward pass, as it reads in the code", 1)[1]
     quoted = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert quoted == inspect.getsource(F.Softmax)
+
+
+FLOAT_OPS = sorted((c for c in vars(F).values() if isinstance(c, type) and issubclass(c, tl.Function)
+                    and c.float_input), key=lambda c: c.__name__)
+
+
+def test_the_ops_that_need_floats_are_the_ones_pytorch_refuses_integers_for():
+    assert [c.__name__ for c in FLOAT_OPS] == [
+        "CausalSoftmax", "CrossEntropy", "Dropout", "GELU", "LayerNorm", "LogSoftmax", "Softmax"]
+
+
+@pytest.mark.parametrize("mode", ["reference", "fast"])
+@pytest.mark.parametrize("op", FLOAT_OPS, ids=lambda c: c.__name__)
+def test_an_integer_tensor_gets_one_line_naming_the_op_in_both_modes(op, mode):
+    # before, the fast GELU and softmax failed inside NumPy, the reference cross-entropy
+    # returned an integer loss and the reference causal softmax overflowed
+    with tl.use_kernels(mode), pytest.raises(TypeError, match=rf"^{op.__name__}: needs a "
+                                             r"floating-point tensor, got int64; convert it"):
+        op.apply(tl.Tensor(np.arange(12).reshape(3, 4)))

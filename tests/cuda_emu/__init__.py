@@ -69,6 +69,9 @@ def cache_dir():
 
 _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([A-Za-z_][\w\s\*]*?)\s*(\w+)\s*\[\s*\]\s*;")
+_STATIC_SHARED = re.compile(
+    r"__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*"
+    r"((?:\[[^\]\n]+\]\s*)*);")
 _KERNEL = re.compile(
     r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+'
     r'(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
@@ -84,14 +87,54 @@ def _strip_comments(source):
     return re.sub(r"//[^\n]*", "", source)
 
 
+def _static_shared(match, counter):
+    type_, name, dims = match.group(1).strip(), match.group(2), re.sub(r"\s+", "", match.group(3))
+    ref = f"(&{name}){dims}" if dims else f"&{name}"
+    return f"{type_} {ref} = ::emu::static_shared<{type_}{dims}, {next(counter)}>();"
+
+
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$')
+
+
+def inline_includes(source, filename="kernel.cu", include_dirs=(), _seen=None):
+    """The source with each `#include "x"` found in include_dirs replaced by x's text (once,
+    recursively), with #line markers so messages still name each file's own lines. The
+    translation below then sees the headers' __shared__ declarations too."""
+    seen = set() if _seen is None else _seen
+    out = []
+    for number, line in enumerate(source.split("\n"), 1):
+        m = _LOCAL_INCLUDE.match(line)
+        found = m and next((Path(d) / m.group(1) for d in include_dirs
+                            if (Path(d) / m.group(1)).is_file()), None)
+        if not found:
+            out.append(line)
+            continue
+        found = found.resolve()
+        if found not in seen:
+            seen.add(found)
+            name = str(found).replace("\\", "/").replace('"', "")
+            out += [f'#line 1 "{name}"',
+                    inline_includes(found.read_text(), name, [found.parent, *include_dirs], seen)]
+        out.append(f'#line {number + 1} "{filename}"')
+    return "\n".join(out)
+
+
 def translate(source, filename="kernel.cu"):
     """The C++ that g++ compiles: the source with each `extern __shared__ T name[];` turned
-    into a pointer to the launch's dynamic shared memory (same line count, so g++, TSan and
-    ASan name the .cu's own lines), then one registration per kernel."""
+    into a pointer to the launch's dynamic shared memory and each `__shared__ T name[N];` into
+    a reference to storage that every block start fills with 0xff (same line count, so g++,
+    TSan and ASan name the .cu's own lines), then one registration per kernel."""
     body = _EXTERN_SHARED.sub(
         lambda m: f"{m.group(1).strip()}* {m.group(2)} = "
                   f"static_cast<{m.group(1).strip()}*>(::emu::dynamic_smem());",
         source)
+    counter = iter(range(1 << 30))
+    body = _STATIC_SHARED.sub(lambda m: _static_shared(m, counter), body)
+    left = re.search(r"\b__shared__\b[^;\n]*", _strip_comments(body))
+    if left:
+        raise ValueError(f"cuda_emu: {filename}: {left.group(0)!r} is a __shared__ declaration "
+                         f"this translator does not handle (it takes `__shared__ T name[N]...;` "
+                         f"and `extern __shared__ T name[];`)")
     names = kernel_names(source)
     regs = "\n".join(f"EMU_KERNEL({n})" for n in names)
     name = str(filename).replace("\\", "/").replace('"', "")
@@ -135,7 +178,9 @@ def _compiler_id():
 
 
 def _compile(source, options, sanitizer, threads, include_dirs, filename):
-    text, names = translate(source, filename)
+    name = str(filename).replace("\\", "/").replace('"', "")
+    text, names = translate(inline_includes(f'#line 1 "{name}"\n' + source, name, include_dirs),
+                            filename)
     flags = ["-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-Wall",
              "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unknown-pragmas", f"-I{HERE}"]
     flags += [f"-I{d}" for d in include_dirs] + gxx_options(options)

@@ -6,7 +6,12 @@
 //
 //   threadIdx blockIdx blockDim gridDim   per CUDA thread (macros reading the running thread)
 //   __syncthreads()                       a barrier across the block's threads
-//   __shared__                            one instance per block (blocks run one at a time)
+//   __shared__ T name[N];                 rewritten by tests/cuda_emu/__init__.py into a reference
+//                                         to storage of its own (emu::static_shared), one
+//                                         instance, as blocks run one at a time, filled with
+//                                         0xff bytes (NaN, or -1 for integers) at the start of
+//                                         every block: a value read before the block wrote it
+//                                         shows instead of carrying over from the last block
 //   extern __shared__ T name[]            rewritten by tests/cuda_emu/__init__.py into a pointer
 //                                         to the launch's dynamic shared memory: exactly
 //                                         shared_mem bytes, filled with 0xff bytes (NaN) at
@@ -70,7 +75,6 @@
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static
 #define __constant__ static
 
 struct uint3 { unsigned int x, y, z; };
@@ -555,8 +559,38 @@ inline void thread_exit(Lock& l) {
 }
 #endif
 
-// ---- dynamic shared memory, kernels' registry, launch -------------------------------------
+// ---- shared memory, kernels' registry, launch ---------------------------------------------
 inline void* dynamic_smem() { return g_block->dyn; }
+
+// Static __shared__ variables: each declaration gets storage of its own, registered the first
+// time a thread reaches it and filled with 0xff then and at the start of every later block.
+constexpr int kMaxSharedVars = 256;
+inline char* g_shared_at[kMaxSharedVars];
+inline size_t g_shared_size[kMaxSharedVars];
+inline int g_shared_count = 0;
+
+inline void* register_shared(void* at, size_t size) {
+    if (g_shared_count == kMaxSharedVars) {
+        std::fprintf(stderr, "cuda_emu: more than %d __shared__ declarations\n", kMaxSharedVars);
+        std::abort();
+    }
+    g_shared_at[g_shared_count] = static_cast<char*>(at);
+    g_shared_size[g_shared_count++] = size;
+    std::memset(at, 0xff, size);
+    return at;
+}
+
+inline void poison_shared() {
+    for (int i = 0; i < g_shared_count; ++i) std::memset(g_shared_at[i], 0xff, g_shared_size[i]);
+}
+
+// One per declaration (K is the translator's counter), so each is its own variable.
+template <class T, int K>
+inline T& static_shared() {
+    alignas(16) static T storage;
+    static T* at = static_cast<T*>(register_shared(&storage, sizeof(T)));   // thread-safe init
+    return *at;
+}
 
 struct KernelInfo {
     const char* name;
@@ -614,6 +648,7 @@ inline void start_block(Block* b, unsigned long long lin) {
         wp.live = lanes == kWarp ? 0xffffffffu : ((1u << lanes) - 1u);
     }
     if (b->dyn_size) std::memset(b->dyn, 0xff, b->dyn_size);   // NaN: uninitialised reads show
+    poison_shared();                                              // static __shared__ as well
     for (int i = 0; i < b->n; ++i) {
         Thread& t = b->threads[i];
         unsigned u = static_cast<unsigned>(i);
