@@ -43,7 +43,9 @@ def compile_source(text, name, options):
 
 
 def gpu_options(arch, dtype):
-    return [f"-arch={arch}", *cuda.options(dtype), "-Xptxas", "-v", "-Xptxas", "--warn-on-spills"]
+    # -ftz=true: CuPy adds it to every NVRTC compilation (cupy/cuda/compiler.py)
+    return [f"-arch={arch}", *cuda.options(dtype), "-ftz=true",
+            "-Xptxas", "-v", "-Xptxas", "--warn-on-spills"]
 
 
 def warnings_in(log):
@@ -84,6 +86,9 @@ def test_compiles_for_sm80_and_sm90_in_both_dtypes_without_warnings(compiled, fi
             assert set(found) == names, f"{what}: ptxas compiled {sorted(found)}, the source has {sorted(names)}"
             spills = {k: v[1:] for k, v in found.items() if v[1] or v[2]}
             assert not spills, f"{what}: register spills (store, load bytes): {spills}"
+            # a block has 64K registers on sm_80 and sm_90; launches use up to 1024 threads
+            heavy = {k: v[0] for k, v in found.items() if v[0] * 1024 > 65536}
+            assert not heavy, f"{what}: too many registers for a 1024-thread block: {heavy}"
 
 
 def test_every_source_is_listed():
@@ -106,3 +111,25 @@ def test_resource_limits_are_checked_by_ptxas():
     text = 'extern "C" __global__ void big(float* y) { __shared__ float s[64 * 1024]; s[threadIdx.x] = 1; y[0] = s[5]; }'
     ok, log = compile_source(text, "big.cu", ["-arch=sm_90"])
     assert not ok and "shared data" in log.lower()
+
+
+def register_table():
+    """Registers per thread of every kernel, for sm_80 and sm_90 in both dtypes, as ptxas
+    reports them: `python tests/test_cuda_kernel_nvrtc.py` prints it."""
+    rows = []
+    for f in cuda.SOURCES:
+        logs = {(a, np.dtype(d)): compile_source(cuda.source(f), f, gpu_options(a, d))[1]
+                for a in ARCHS for d in DTYPES}
+        for name in resources(next(iter(logs.values()))):
+            rows.append((f, name, *(resources(logs[(a, np.dtype(d))])[name][0]
+                                    for a in ARCHS for d in DTYPES)))
+    return rows
+
+
+if __name__ == "__main__":
+    if nvrtc is None:
+        raise SystemExit(WHY)
+    heads = [f"{a} {cuda.FLOAT_TYPES[np.dtype(d)]}" for a in ARCHS for d in DTYPES]
+    print(f"{'file':16} {'kernel':34} " + " ".join(f"{h:>12}" for h in heads))
+    for f, name, *regs in register_table():
+        print(f"{f:16} {name:34} " + " ".join(f"{r:>12}" for r in regs))

@@ -142,7 +142,7 @@ def translate(source, filename="kernel.cu"):
 
 
 _NVRTC_ONLY = re.compile(r"^(-arch|--gpu-architecture|-std|--std|-lineinfo|--generate-line-info|"
-                         r"-use_fast_math|--use_fast_math|--device-as-default-execution-space|"
+                         r"-use_fast_math|--use_fast_math|-ftz|--ftz|-prec-div|--prec-div|-prec-sqrt|--prec-sqrt|--device-as-default-execution-space|"
                          r"-default-device|--fmad|-fmad|-G|--device-debug|-restrict|--restrict|"
                          r"-Xptxas|--ptxas-options|-dopt|--dopt)")
 
