@@ -174,7 +174,8 @@ FUNCTION_CASES = {
         ("2d", lambda r, d: ([floats(r, d, 6, 8), floats(r, d, 5, 8)], {})),
         ("1d-bias", lambda r, d: ([floats(r, d, 8), floats(r, d, 5, 8), floats(r, d, 5)], {})),
     ],
-    F.Dropout: [                                        # random: compared with a given mask
+    F.Dropout: [                                        # random: the same seed, then a given mask
+        ("drawn", lambda r, d: ([floats(r, d, 5, 300)], {"p": 0.3})),
         ("mask", lambda r, d: ([floats(r, d, 4, 9)], {"p": 0.25, "mask": ((r.random((4, 9)) >= 0.25)
                                                                            / 0.75).astype(d)})),
     ],
@@ -205,6 +206,7 @@ def run_function(op, arrays, kwargs, device, seed):
     kwargs = {k: on_device(v, device) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
     before = [as_numpy(a).copy() for a in arrays]
     fn = op()
+    tl.manual_seed(seed)                  # random ops (dropout) draw the same numbers in both
     y = fn.forward(*arrays, **kwargs)
     gy = on_device(floats(np.random.default_rng(seed), y.dtype, *y.shape), device)
     gy_before = as_numpy(gy).copy()
