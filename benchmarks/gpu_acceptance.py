@@ -7,9 +7,11 @@
 Stages, in order, each in its own process, each independent (a stage that fails or crashes is
 recorded with the tail of its log, and the next one still runs):
 
-  tests  the cuda-parametrized tests: `pytest tests -k cuda` (every op's forward against NumPy,
-         every gradcheck on CuPy in float64, every fast CUDA kernel against its reference op);
-         pass/fail/skip counts from the junit XML.
+  tests  the cuda-parametrized tests: `pytest tests -k "cuda and not test_cuda_kernel"` (every
+         op's forward against NumPy, every gradcheck on CuPy in float64, every fast CUDA kernel
+         against its reference op, the cuda training path; the CUDA kernels' CPU gates are left
+         to CI), on 4 pytest-xdist workers where it is installed; pass/fail/skip counts from the
+         junit XML.
   dist   the data-parallel smoke test in one process, `python -m gpt.distributed --smoke --device
          cuda`: the gradients all-reduced through NCCL (a communicator of one rank), the time of a
          4 MiB all-reduce, and 3 training steps of a tiny GPT. Recorded as "skipped: NCCL not
@@ -59,7 +61,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = "tensorlite-gpu-acceptance/1"
 STAGES = ("tests", "dist", "bench", "train")
-DEFAULT_SHARES = {"tests": 0.2, "dist": 0.05, "bench": 0.15, "train": 0.6}
+DEFAULT_SHARES = {"tests": 0.15, "dist": 0.03, "bench": 0.12, "train": 0.7}
+TESTS_K = "cuda and not test_cuda_kernel"
 RESERVE_S = 5.0          # kept back from the budget for the last JSON and the table
 KILL_AFTER_S = 5.0       # SIGTERM -> SIGKILL
 EXIT_RESUME = 75         # EX_TEMPFAIL: nothing failed, the training must be continued
@@ -116,13 +119,16 @@ def parse_args(argv=None):
                         "input.txt in the checkout, or ../shared/data/...; a dry run writes a small "
                         "text of its own)")
     p.add_argument("--commit", default=None, help="the commit being tested, when the checkout has no .git")
-    p.add_argument("--tests-k", default="cuda", help="pytest -k expression for the tests stage")
+    p.add_argument("--tests-k", default=TESTS_K,
+                   help=f"pytest -k expression for the tests stage (default {TESTS_K!r}: the tests on the "
+                        "cuda device; the CUDA kernels' CPU gates, test_cuda_kernel*, run in CI)")
     p.add_argument("--tests-path", action="append", default=None,
                    help="what pytest collects (default tests/; repeatable)")
     p.add_argument("--tests-sample", type=int, default=None,
                    help="run only N of the selected tests, spread over the list (default all; dry run 12)")
-    p.add_argument("--tests-workers", type=int, default=0,
-                   help="pytest-xdist workers for the tests stage (0: no xdist)")
+    p.add_argument("--tests-workers", type=int, default=None,
+                   help="pytest-xdist workers for the tests stage (0: no xdist; default 4 where "
+                        "pytest-xdist is installed, 0 in a dry run)")
     p.add_argument("--bench-steps", type=int, default=None, help="timed steps per side (default 20; dry run 2)")
     p.add_argument("--train-iters", type=int, default=None,
                    help=f"training iterations (default the preset's, {LECTURE_ITERS}; dry run {DRY_TRAIN_ITERS})")
@@ -153,6 +159,11 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.tests_sample is None and dry:
         args.tests_sample = DRY_TEST_SAMPLE
+    if args.tests_workers is None:
+        import importlib.util
+        args.tests_workers = 0 if dry or importlib.util.find_spec("xdist") is None else 4
+    elif args.tests_workers < 0:
+        p.error("--tests-workers must be 0 or more")
     suffix = "-dry" if dry else ""
     args.out = Path(args.out or os.environ.get("OUT") or REPO / f"out/gpu-acceptance{suffix}").resolve()
     args.work = Path(args.work or REPO / f"out/gpu-acceptance{suffix}-work").resolve()
@@ -323,16 +334,24 @@ def tail_text(lines, n=25, width=400):
 
 # =============================== the tests stage =========================================
 
-def pytest_collection_finish(session):
+try:                      # the script itself needs only the standard library
+    from pytest import hookimpl as _hookimpl
+except ImportError:
+    def _hookimpl(**_):
+        return lambda f: f
+
+
+@_hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
     """pytest plugin hook (this module is loaded with `-p gpu_acceptance` in the tests stage):
-    with $GPU_ACCEPTANCE_SAMPLE=N, keep N of the selected tests, evenly spread over the list."""
+    with $GPU_ACCEPTANCE_SAMPLE=N, keep N of the tests -k selected, evenly spread over the list.
+    Run at collection, after -k (trylast), so pytest-xdist's workers all collect the same N."""
     n = int(os.environ.get(SAMPLE_ENV) or 0)
-    items = session.items
     if n <= 0 or len(items) <= n:
         return
     keep = [items[round(i * (len(items) - 1) / max(n - 1, 1))] for i in range(n)]
     kept = set(map(id, keep))
-    session.config.hook.pytest_deselected(items=[it for it in items if id(it) not in kept])
+    config.hook.pytest_deselected(items=[it for it in items if id(it) not in kept])
     items[:] = keep
 
 

@@ -169,10 +169,19 @@ def tf32_enabled():
     return _tf32["enabled"]
 
 
+_CUBLAS_TF32_TENSOR_OP_MATH = 3   # cublas_api.h's cublasMath_t; CuPy names only DEFAULT (0) and 1
+
+
 def _apply_tf32():
     linalg = cp._core._routines_linalg
     on = _tf32["enabled"] and int(cp.cuda.Device().compute_capability) >= 80
     linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if on else linalg.COMPUTE_TYPE_DEFAULT)
+    # CuPy's compute type reaches its 2-D products only: a batched product (attention's q @ k^T
+    # and att @ v) calls cublasGemmStridedBatchedEx with float32 as the compute type, which the
+    # cuBLAS handle's math mode lets use TF32, as PyTorch's allow_tf32 does.
+    cublas = cp.cuda.cublas
+    cublas.setMathMode(cp.cuda.get_cublas_handle(),
+                       _CUBLAS_TF32_TENSOR_OP_MATH if on else cublas.CUBLAS_DEFAULT_MATH)
 
 
 # ---- deferred checks: device-side errors read at the next host synchronisation -----------------

@@ -41,6 +41,8 @@ def device(request):
             tl.backend.flush_checks()   # a failed deferred check belongs to this test
     else:
         yield request.param
+        if request.param == "cuda":
+            tl.backend.flush_checks()
 
 
 @pytest.fixture

@@ -242,9 +242,15 @@ def test_item_reads_several_values(device):
 # ---- TF32 ------------------------------------------------------------------------------------
 
 def compute_type():
-    linalg = backend.cp._core._routines_linalg
-    return {linalg.COMPUTE_TYPE_TF32: "tf32", linalg.COMPUTE_TYPE_DEFAULT: "default"}[
+    """CuPy's float32 compute type (its 2-D products), and the cuBLAS handle's math mode (its
+    batched products) must agree."""
+    linalg, cublas = backend.cp._core._routines_linalg, backend.cp.cuda.cublas
+    two_d = {linalg.COMPUTE_TYPE_TF32: "tf32", linalg.COMPUTE_TYPE_DEFAULT: "default"}[
         linalg.get_compute_type(np.float32)]
+    batched = {backend._CUBLAS_TF32_TENSOR_OP_MATH: "tf32", cublas.CUBLAS_DEFAULT_MATH: "default"}[
+        cublas.getMathMode(backend.cp.cuda.get_cublas_handle())]
+    assert two_d == batched, f"2-D products {two_d}, batched products {batched}"
+    return two_d
 
 
 @needs_standin

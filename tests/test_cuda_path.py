@@ -51,6 +51,7 @@ def cuda(request):
     """Device "cuda": the GPU where there is one, else the stand-in."""
     if GPU:
         yield "cuda"
+        backend.flush_checks()
         return
     with cupy_standin.installed():
         yield "cuda"
@@ -222,7 +223,13 @@ def test_a_resumed_cuda_run_equals_an_uninterrupted_one(cuda, mode, tmp_path):
     assert whole["rng"]["tensorlite"]["cuda"] == halves["rng"]["tensorlite"]["cuda"]
     assert whole["rng"]["tensorlite"]["cuda"]["counter"] > 0     # dropout drew on the device
     for name, value in whole["model"].items():
-        np.testing.assert_array_equal(halves["model"][name], value, err_msg=name)
+        if GPU and mode == "reference":
+            # the reference embedding backward is xp.add.at, which CuPy runs with float
+            # atomicAdd: repeated ids add in a different order each run (the fast kernel is
+            # deterministic, and is compared bit for bit)
+            np.testing.assert_allclose(halves["model"][name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(halves["model"][name], value, err_msg=name)
 
 
 def test_kv_cache_generation_on_cuda_equals_generation_without_it(cuda, mode):

@@ -102,6 +102,26 @@ class Stream:
 Stream.null = Stream(null=True)
 
 
+class _Cublas:
+    """cupy.cuda.cublas (cupy_backends.cuda.libs.cublas): the handle's math mode, recorded."""
+    CUBLAS_DEFAULT_MATH = 0
+    CUBLAS_TENSOR_OP_MATH = 1
+    math_mode = {}          # handle -> mode
+
+    @staticmethod
+    def setMathMode(handle, mode):
+        _Cublas.math_mode[int(handle)] = int(mode)
+
+    @staticmethod
+    def getMathMode(handle):
+        return _Cublas.math_mode.get(int(handle), _Cublas.CUBLAS_DEFAULT_MATH)
+
+
+def get_cublas_handle():
+    """The current thread's cuBLAS handle of device 0: an opaque integer."""
+    return 1
+
+
 def get_current_stream(device_id=-1):
     return Stream.null
 
