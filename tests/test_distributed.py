@@ -20,6 +20,7 @@ through CuPy's real cupy.cuda.nccl over a fake libnccl built here: the 1-process
 while cupyx.distributed's TCP store was used), and the stand-in matches CuPy's names and signatures.
 """
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -834,7 +835,25 @@ print(json.dumps(report))
 """
     code, out, err = over_fake_nccl(fake_libnccl, script, timeout=60)
     assert code == 0, out + err
-    import json
     report = json.loads(out.splitlines()[-1])
     assert report == {"missing": [], "kinds": [], "values": [], "signatures": [],
                       "unique_id": ["bytes", 128, "bytes", 128]}, report
+
+
+# ================================ benchmarks/bench_scaling.py's record =========================
+
+def test_bench_scaling_records_the_commit_and_the_command(tmp_path):
+    """The first lines and the --json file name the commit measured and the command, so that a
+    run can be repeated (run here with no preset: nothing is timed)."""
+    out = tmp_path / "scaling.json"
+    done = subprocess.run([sys.executable, "benchmarks/bench_scaling.py", "--presets", "", "--json", str(out)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert record["commit"] == head.stdout.strip() and isinstance(record["dirty"], bool)
+    assert record["command"] == f"python benchmarks/bench_scaling.py --presets '' --json {out}"
+    assert record["results"] == [] and len(record["load_average_before"]) == 3
+    first, second = done.stdout.splitlines()[:2]
+    assert f"commit {record['commit'] or 'unknown'}" in first and second == f"command: {record['command']}"
