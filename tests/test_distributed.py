@@ -737,12 +737,14 @@ def fake_libnccl(tmp_path_factory):
     """A folder holding libnccl.so.2, the fake, for LD_LIBRARY_PATH."""
     if importlib.util.find_spec("cupy") is None:
         pytest.skip("the cupy package is not installed")
-    compiler = shutil.which("cc") or shutil.which("gcc")
+    compiler = next(([c] for c in ("cc", "gcc") if shutil.which(c)), None)
+    if compiler is None and shutil.which("g++"):       # the CUDA emulation's compiler, told it is C
+        compiler = ["g++", "-x", "c"]
     if compiler is None:
-        pytest.skip("no C compiler (cc) to build the fake libnccl")
+        pytest.skip("no C compiler (cc, gcc or g++) to build the fake libnccl")
     folder = tmp_path_factory.mktemp("fake-libnccl")
     (folder / "nccl.c").write_text(FAKE_LIBNCCL)
-    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(folder / "libnccl.so.2"), str(folder / "nccl.c"),
+    subprocess.run([*compiler, str(folder / "nccl.c"), "-shared", "-fPIC", "-o", str(folder / "libnccl.so.2"),
                     "-Wl,-soname,libnccl.so.2"], check=True, capture_output=True, timeout=60)
     return folder
 
