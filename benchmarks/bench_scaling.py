@@ -22,10 +22,16 @@ same all-reduces timed back to back after a barrier (the transfer by itself).
 Batches are random token ids (vocabulary 65, Tiny Shakespeare's): the data does not change the
 time. The configurations run one after another, so a machine shared with other work shows up
 in the figures: the script prints the load average before and after.
+
+To make a run reproducible, the first line printed and the --json file (an object: "commit",
+"dirty", "command", "date", "cpus", the load averages, and "results", one row per configuration
+with the command that ran it) name the commit measured (with "-dirty" when the tree had
+uncommitted changes) and the command that was run.
 """
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -133,10 +139,27 @@ def run_config(preset, processes, threads, steps, warmup):
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or len(lines) != 1:
         raise SystemExit(f"error: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    return json.loads(lines[0])
+    row = json.loads(lines[0])
+    row["command"] = " ".join(f"{v}={threads}" for v in THREAD_VARS) + " " + shlex.join(cmd)
+    return row
+
+
+def provenance(argv):
+    """What was measured and how: {"commit": the full hash of HEAD (None outside a git checkout),
+    "dirty": whether tracked files had uncommitted changes, "command": the command line to run
+    again, "date", "cpus"}."""
+    def git(*args):
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(changes) if commit else None,
+            "command": shlex.join(["python", "benchmarks/bench_scaling.py", *argv]),
+            "date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count()}
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.worker:
         return worker(args)
@@ -144,11 +167,13 @@ def main(argv=None):
     for item in filter(None, (args.steps or "").split(",")):
         name, _, n = item.partition("=")
         steps[name] = int(n)
+    info = provenance(argv)
     load = os.getloadavg()
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    print(f"bench_scaling {time.strftime('%Y-%m-%d %H:%M')}  commit {commit}  {os.cpu_count()} CPUs  "
+    info["load_average_before"] = [round(v, 2) for v in load]
+    commit = (info["commit"] or "unknown") + ("-dirty" if info["dirty"] else "")
+    print(f"bench_scaling {info['date']}  commit {commit}  {info['cpus']} CPUs  "
           f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"command: {info['command']}")
     results = []
     for preset in filter(None, args.presets.split(",")):
         rows = {}
@@ -171,9 +196,10 @@ def main(argv=None):
                   f"{r['efficiency']:>10.2f} {r['vs_one_process_all_cores']:>20.2f}x {comm}")
             results.append(r)
     load = os.getloadavg()
+    info["load_average_after"] = [round(v, 2) for v in load]
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({**info, "results": results}, indent=1) + "\n")
     return 0
 
 

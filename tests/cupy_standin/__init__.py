@@ -10,7 +10,9 @@ the same kind (function, ufunc, class, submodule, constant): tests/test_cuda_pat
 that against the installed cupy package. Its `ndarray` is not a numpy.ndarray, and it
 refuses host arrays where CuPy does (see _array.py for the rules and what is counted).
 RawModule / RawKernel launches run the CUDA C sources through the g++ emulation in
-tests/cuda_emu.
+tests/cuda_emu. `nccl_installed()` puts its cupy.cuda.nccl (a communicator, _nccl.py) where
+`import cupy.cuda.nccl` finds it: the real one needs libnccl, which a machine with no GPU
+seldom has.
 
 What it cannot show: anything about speed, memory, occupancy, or the numerics of the real
 device (TF32, fused multiply-add, fast-math); results are NumPy's, computed on the CPU.
@@ -21,7 +23,7 @@ import types
 
 import numpy as np
 
-from . import _array, _cuda
+from . import _array, _cuda, _nccl
 from ._array import counts, ndarray
 
 _module = None
@@ -224,6 +226,36 @@ def names_not_in_cupy():
         if not name.startswith("_") and not hasattr(real.ndarray, name):
             problems.append((f"cupy.ndarray.{name}", "not in cupy.ndarray"))
     return problems
+
+
+def nccl_module():
+    """The stand-in's cupy.cuda.nccl: a module of _nccl's public names (made once)."""
+    global _nccl_module
+    if _nccl_module is None:
+        _nccl_module = _submodule("cupy.cuda.nccl", **{n: v for n, v in vars(_nccl).items()
+                                                       if n == "available" or n.startswith(("NCCL_", "Nccl", "get_"))})
+    return _nccl_module
+
+
+_nccl_module = None
+
+
+@contextlib.contextmanager
+def nccl_installed():
+    """The stand-in's cupy.cuda.nccl in sys.modules inside the block, with no communicator yet
+    and no allReduce recorded; yields _nccl, whose `_calls` lists each allReduce's count."""
+    nccl = nccl_module()
+    before = sys.modules.get("cupy.cuda.nccl")
+    _nccl._calls.clear()
+    _nccl._cliques.clear()
+    sys.modules["cupy.cuda.nccl"] = nccl
+    try:
+        yield _nccl
+    finally:
+        if before is None:
+            sys.modules.pop("cupy.cuda.nccl", None)
+        else:
+            sys.modules["cupy.cuda.nccl"] = before
 
 
 # ---- installing it in place of cupy ----------------------------------------------------------
