@@ -84,19 +84,28 @@ def load_checkpoint(path):
     return state
 
 
+def rng_snapshot(batch_rng):
+    """{"batches", "tensorlite"}: the batch generator's and tensorlite's (dropout's) states now.
+
+    The training loop takes one before each step draws its batch and dropout masks, and saves
+    that one with the step's state once the step's loss and gradients proved finite."""
+    return {"batches": batch_rng.bit_generator.state, "tensorlite": tl.backend.get_rng_state()}
+
+
 def training_state(step, best_val_loss, model, optimizer, batch_rng, model_config, train_config, vocab, data,
-                   ranks=None):
+                   ranks=None, rng=None):
     """What a checkpoint holds: everything an exact resume needs, and what the run trained on.
 
-    ranks: for a data-parallel run (gpt/distributed.py), every rank's RNG states in rank
-    order, [{"batches", "tensorlite"}]; saved as rng["ranks"] with "world_size" beside it.
+    rng: an rng_snapshot taken before step `step` drew anything (default: batch_rng's and
+    tensorlite's states now). ranks: for a data-parallel run (gpt/distributed.py), every
+    rank's snapshot in rank order; saved as rng["ranks"] with "world_size" beside it.
     """
     state = {
         "format": FORMAT, "step": step, "best_val_loss": best_val_loss,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "model_config": asdict(model_config), "train_config": asdict(train_config),
         "vocab": list(vocab), "data": data,
-        "rng": {"batches": batch_rng.bit_generator.state, "tensorlite": tl.backend.get_rng_state()},
+        "rng": dict(rng) if rng is not None else rng_snapshot(batch_rng),
     }
     if ranks is not None:
         state["world_size"] = len(ranks)
@@ -140,8 +149,8 @@ def first_nonfinite(state):
     """The name of the first weight or optimizer moment in a checkpoint dict that holds a NaN
     or an Inf, else None.
 
-    A non-finite gradient always leaves one behind after the update (AdamW: inf / sqrt(inf) is
-    NaN), so a state that passes was reached through finite gradients only."""
+    The training loop saves a state only after its own loss and gradients proved finite; this
+    is the last guard, for a value the loss does not read (an optimizer moment, say)."""
     for name, value in state["model"].items():
         if not np.isfinite(value).all():
             return name

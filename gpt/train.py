@@ -7,8 +7,9 @@ Each evaluation prints the lecture's line, `step {i}: train loss {x:.4f}, val lo
 appends the same numbers to OUT/metrics.jsonl and checkpoints OUT/ckpt.pkl (gpt/checkpoint.py:
 atomic, so a killed run always leaves the last good checkpoint loadable). Resuming from it
 continues bit-identically on the CPU: the checkpoint holds the weights, the optimizer's
-moments, the step and every RNG state. Only a state reached through finite losses and
-gradients is ever saved, and one run at a time trains in a folder.
+moments, the step and every RNG state. A state is saved only once the loss and gradients
+computed from it proved finite (its step's, computed before the update; the last step's too),
+so the last good checkpoint always resumes; and one run at a time trains in a folder.
 """
 import contextlib
 import json
@@ -21,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 import tensorlite as tl
-from tensorlite import backend
+from tensorlite import backend, kernels
 
 from . import distributed
 from .checkpoint import (CHECKPOINT, FORMAT, LOCK, METRICS, RunLock, TrainingError,  # noqa: F401 (gpt.train.*)
                          check_resume, check_same_text, first_nonfinite, load_checkpoint,
                          check_world_size, model_from_checkpoint, restore_training_state, resume_settings,
-                         save_checkpoint, training_state, truncate_metrics)
+                         rng_snapshot, save_checkpoint, training_state, truncate_metrics)
 from .config import memory_estimate
 from .data import CharTokenizer, get_batch, text_sha256, train_val_split
 from .model import GPT
@@ -200,16 +201,18 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             return "; no checkpoint was saved"
         return f"; the last good checkpoint (step {saved_step}) is {ckpt_path}"
 
-    def checkpoint(at_step):
+    def checkpoint(at_step, rng):
+        """Save the state of step at_step, whose loss and gradients were just found finite; rng:
+        this rank's rng_snapshot from before the step drew its batch and dropout masks."""
         nonlocal saved_step
         world.check_identical(model, f"step {at_step}")
-        ranks = world.rng_states(batch_rng)   # every rank's batch and dropout streams (None: one process)
+        ranks = world.rng_states(rng)   # every rank's batch and dropout streams (None: one process)
 
-        def save():                           # on rank 0 alone; its error is raised on every rank
+        def save():                     # on rank 0 alone; its error is raised on every rank
             state = training_state(at_step, best_val, model, optimizer, batch_rng, model_config, tc,
-                                   tokenizer.chars, data_record, ranks=ranks)
+                                   tokenizer.chars, data_record, ranks=ranks, rng=rng)
             bad = first_nonfinite(state)
-            if bad is not None:   # a non-finite gradient or update in the step before: never save that
+            if bad is not None:   # a weight the loss does not read, or a moment, overflowed: never save that
                 raise TrainingError(f"step {at_step}: {bad} is not finite after the update of step {at_step - 1} "
                                     "(its gradient or the update overflowed), so this state was not saved"
                                     + last_good())
@@ -225,6 +228,10 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
     interrupted = None
     model.train()
     world.started()   # every rank is ready, or every rank stops here with the first one's error
+    # Each step: evaluate (at an evaluation step), compute the loss and gradients, check them,
+    # and only then save the state they came from (a checkpoint of step s is one whose own
+    # loss and gradients were finite), then update. The last step computes them too, unused,
+    # so that the final checkpoint passes the same check; a signal saves the same way.
     with _StopRequest() as stop:
         while True:
             if schedule is not None:
@@ -245,36 +252,40 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                                             "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
                                             "elapsed_s": time.perf_counter() - t_start}) + "\n")
                 world.on_main(append_metrics)
-                checkpoint(step)
-            elif tc.checkpoint_interval and step % tc.checkpoint_interval == 0 and step != resumed_at:
-                checkpoint(step)
-            if step >= tc.max_iters:
-                break
-            if world.stop_requested(stop.requested):   # with several ranks: the one they agreed on
-                if saved_step != step:
-                    checkpoint(step)
-                interrupted = world.stop_requested(stop.requested)
-                write(f"{interrupted}: interrupted at step {step}, saved a checkpoint in {ckpt_path}; "
-                      f"continue with: {resume_command or 'the same call with resume=True'}")
-                break
+            due = at_eval or step >= tc.max_iters or (tc.checkpoint_interval and step % tc.checkpoint_interval == 0)
 
             t0 = time.perf_counter()
+            rng_before = rng_snapshot(batch_rng)  # what a checkpoint of this step resumes from
             x, y = get_batch(train_data, B, T, batch_rng)
             _, loss = model(x, y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.gather_grads()             # each group's gradients in one flat buffer
             world.average_gradients(optimizer)   # data-parallel: the ranks' mean, before clipping
-            norm = tl.optim.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip else None
+            if tc.grad_clip:
+                norm = tl.optim.clip_grad_norm_(params, tc.grad_clip)
+            else:                                # not clipped, but checked all the same
+                flat = optimizer.gather_grads()
+                norm = kernels.resolve(tl.optim.grad_norm, backend.device_of(flat[0]))(flat)
             # the step's one host sync: the loss, the norm and the deferred id checks in one read
-            loss_value, norm_value = backend.item(loss, norm) if norm is not None else (backend.item(loss), None)
+            loss_value, norm_value = backend.item(loss, norm)
             loss_value = world.mean_loss(loss_value, stop.requested)  # the ranks' mean (one process: itself)
             if not math.isfinite(loss_value):
                 raise TrainingError(f"step {step}: the loss is {loss_value}"
                                     + _first_nonfinite_op(model, x, y, tc.debug_nan) + last_good())
-            if norm_value is not None and not math.isfinite(norm_value):
+            if not math.isfinite(norm_value):
                 raise TrainingError(f"step {step}: the gradient norm is {norm_value}"
                                     + _first_nonfinite_op(model, x, y, tc.debug_nan) + last_good())
+            stopping = step < tc.max_iters and world.stop_requested(stop.requested)  # with several ranks: agreed
+            if (due or stopping) and saved_step != step:
+                checkpoint(step, rng_before)
+            if step >= tc.max_iters:
+                break
+            if stopping:
+                interrupted = stopping
+                write(f"{interrupted}: interrupted at step {step}, saved a checkpoint in {ckpt_path}; "
+                      f"continue with: {resume_command or 'the same call with resume=True'}")
+                break
             optimizer.step()
             step += 1
             tokens_per_s = world.size * B * T / (time.perf_counter() - t0)

@@ -409,10 +409,13 @@ def test_ctrl_c_and_sigterm_save_a_checkpoint_and_exit_128_plus_the_signal(start
 
 # ---- non-finite losses ----------------------------------------------------------------------
 
-def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_update=None):
-    """gpt.train.GPT, but `parameter` is filled with NaN just before the training forward pass of
-    step `at_step`, or just after the optimizer update number `after_update`; or its gradient is
-    filled with Inf just before update number `inf_gradient_at_update` (the loss stays finite).
+def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_update=None, value=np.nan,
+                 then=None, inf_gradient_at_step=None):
+    """gpt.train.GPT, but `parameter` is filled with NaN (or `value`) just before the training
+    forward pass of step `at_step`, or just after the optimizer update number `after_update`
+    (and then `then()` is called); or its gradient is filled with Inf just before update number
+    `inf_gradient_at_update`, or as step `inf_gradient_at_step` gathers its gradients (the loss
+    stays finite).
 
     A huge learning rate does produce NaN, but after a number of steps that depends on every
     op's rounding; poisoning a chosen weight at a chosen step is exact, and chooses which op
@@ -422,12 +425,18 @@ def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_upd
             if self.training and tl.is_grad_enabled():               # a training step, not evaluation
                 self.steps_seen = getattr(self, "steps_seen", 0) + 1
                 if at_step is not None and self.steps_seen == at_step + 1:
-                    dict(self.named_parameters())[parameter].data[...] = np.nan
+                    dict(self.named_parameters())[parameter].data[...] = value
             return super().forward(idx, targets, cache)
 
         def configure_optimizer(self, *args, **kwargs):
             optimizer = super().configure_optimizer(*args, **kwargs)
-            update, updates = optimizer.step, []
+            update, updates, gather = optimizer.step, [], optimizer.gather_grads
+
+            def gather_grads():
+                if inf_gradient_at_step is not None and getattr(self, "steps_seen", 0) == inf_gradient_at_step + 1:
+                    dict(self.named_parameters())[parameter].grad[...] = np.inf
+                return gather()
+            optimizer.gather_grads = gather_grads
 
             def step():
                 if len(updates) + 1 == inf_gradient_at_update:
@@ -435,7 +444,9 @@ def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_upd
                 update()
                 updates.append(1)
                 if len(updates) == after_update:
-                    dict(self.named_parameters())[parameter].data[...] = np.nan
+                    dict(self.named_parameters())[parameter].data[...] = value
+                    if then is not None:
+                        then()
             optimizer.step = step
             return optimizer
     return PoisonedGPT
@@ -498,21 +509,34 @@ def test_a_nan_evaluation_does_not_overwrite_the_last_good_checkpoint(tmp_path, 
     assert all(np.isfinite(w).all() for w in state["model"].values())
 
 
-POISONS = {
-    "weights made NaN by update 7": dict(after_update=7),
-    "an infinite gradient in update 7, with a finite loss": dict(inf_gradient_at_update=7),
+POISONS = {  # name: (the poison, what the error says about step 7)
+    "weights made NaN by update 7": (dict(after_update=7), r"the loss is nan"),
+    "an infinite gradient in update 7, with a finite loss": (dict(inf_gradient_at_update=7), r"the loss is nan"),
+    "an optimizer moment made NaN by update 7": (dict(after_update=7, moment=True),
+                                                 r"the optimizer's exp_avg of parameter \d+ is not finite after "
+                                                 r"the update of step 6"),
 }
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # AdamW's inf / inf
-@pytest.mark.parametrize("poison", POISONS.values(), ids=POISONS.keys())
-def test_checkpoint_interval_never_saves_a_non_finite_state(tmp_path, monkeypatch, poison):
+@pytest.mark.parametrize("poison, said", POISONS.values(), ids=POISONS.keys())
+def test_checkpoint_interval_never_saves_a_non_finite_state(tmp_path, monkeypatch, poison, said):
     """With a checkpoint every step, the state after a bad update (step 7) is refused before it
-    is written: the checkpoint the error names is step 6's, finite, and it resumes."""
-    monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", **poison))
+    is written: the checkpoint the error names is step 6's, finite, and it resumes. A NaN the
+    loss does not read yet (an optimizer moment) is caught by the check of what is saved."""
+    if poison.pop("moment", False):
+        update, updates = tl.optim.AdamW.step, []
+
+        def step(self):
+            update(self)
+            updates.append(1)
+            if len(updates) == poison["after_update"]:
+                self.param_groups[0]["exp_avg"][...] = np.nan
+        monkeypatch.setattr(tl.optim.AdamW, "step", step)
+    else:
+        monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", **poison))
     last_good = re.escape(str(tmp_path / CHECKPOINT))
-    with pytest.raises(TrainingError, match=r"^step 7: lm_head\.weight is not finite after the update of step 6 .*"
-                                            rf"the last good checkpoint \(step 6\) is {last_good}$"):
+    with pytest.raises(TrainingError, match=rf"^step 7: {said}.*the last good checkpoint \(step 6\) is {last_good}$"):
         train(tmp_path, checkpoint_interval=1)
     state = load_checkpoint(tmp_path)
     assert state["step"] == 6
@@ -521,6 +545,67 @@ def test_checkpoint_interval_never_saves_a_non_finite_state(tmp_path, monkeypatc
     monkeypatch.undo()
     result, _ = train(tmp_path, resume=True, checkpoint_interval=1)
     assert result["step"] == 20 and math.isfinite(result["val_loss"])
+
+
+def test_a_huge_learning_rate_never_leaves_a_diverged_checkpoint(tmp_path):
+    """Learning rate 1e20, a checkpoint every step: update 0 makes the weights finite but about
+    1e20, and step 1's loss is NaN. The checkpoint the error names is step 0's, with the weights
+    as initialised; before, step 1's state was saved before its loss was computed."""
+    last_good = re.escape(str(tmp_path / CHECKPOINT))
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
+            TrainingError, match=rf"^step 1: the loss is nan.*the last good checkpoint \(step 0\) is {last_good}$"):
+        train(tmp_path, learning_rate=1e20, warmup_iters=0, checkpoint_interval=1, grad_clip=1.0)
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 0
+    assert max(np.abs(w).max() for w in state["model"].values()) < 10
+
+
+@pytest.mark.parametrize("bad_step, last_good, settings", [
+    (7, 6, dict(checkpoint_interval=1)),
+    (10, 5, dict()),
+    (20, 15, dict()),
+], ids=["an interval checkpoint", "an evaluation's checkpoint", "the final checkpoint"])
+def test_a_checkpoint_of_step_s_waits_for_step_s_gradients(tmp_path, monkeypatch, bad_step, last_good, settings):
+    """The gradient of step `bad_step` (a checkpoint step) is NaN, with a finite loss and finite
+    weights: its state is not saved, the error names the checkpoint before it. The last step
+    (max_iters 20) computes its loss and gradients for this too, though it takes no update."""
+    clip, calls = tl.optim.clip_grad_norm_, []
+
+    def clip_overflowing(params, max_norm):
+        calls.append(1)
+        norm = clip(params, max_norm)
+        return norm * float("nan") if len(calls) == bad_step + 1 else norm
+    monkeypatch.setattr(tl.optim, "clip_grad_norm_", clip_overflowing)
+    with pytest.raises(TrainingError, match=rf"^step {bad_step}: the gradient norm is nan.*checkpoint "
+                                            rf"\(step {last_good}\) is "):
+        train(tmp_path, grad_clip=1.0, **settings)
+    assert load_checkpoint(tmp_path)["step"] == last_good
+
+
+def test_a_gradient_overflow_is_caught_without_clipping(tmp_path, monkeypatch):
+    """grad_clip 0 computes no norm to clip with, but the gradients are still checked: an
+    infinite gradient with a finite loss at step 7 stops the run there, naming step 5's
+    checkpoint (before, the update made the weights NaN and step 8's loss said so)."""
+    monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", inf_gradient_at_step=7))
+    with np.errstate(invalid="ignore"), pytest.raises(
+            TrainingError, match=r"^step 7: the gradient norm is inf.*checkpoint \(step 5\) is "):
+        train(tmp_path, grad_clip=0.0)
+    assert load_checkpoint(tmp_path)["step"] == 5
+
+
+def test_a_signal_saves_only_a_state_whose_step_was_finite(tmp_path, monkeypatch):
+    """Ctrl-C arrives just after update 7 made lm_head finite but huge (1e30): step 7's gradient
+    overflows, so step 7 is not the state saved on the signal (before, it was); the run stops with the error, naming
+    step 5's checkpoint, which holds the weights before the damage."""
+    handler_before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", after_update=7, value=1e30,
+                                                       then=lambda: signal.raise_signal(signal.SIGINT)))
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
+            TrainingError, match=r"^step 7: the (loss|gradient norm) is (nan|inf).*checkpoint \(step 5\) is "):
+        train(tmp_path)
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 5 and np.abs(state["model"]["lm_head.weight"]).max() < 10
 
 
 # ---- a folder holds one run -----------------------------------------------------------------
