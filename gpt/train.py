@@ -136,6 +136,14 @@ def _quiet(*args, **kwargs):
     """The log of ranks other than 0: rank 0 says everything once."""
 
 
+def _unwarned():
+    """NumPy's overflow, invalid-value and division warnings off, around a training step's and
+    an evaluation's arithmetic: the loop checks the loss, the gradient norm and the evaluation
+    for NaN and Inf itself and stops with one line naming the step, so a diverging run does not
+    print a screen of RuntimeWarnings first. Elsewhere the warnings stay as they were."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
 def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, log, data_path, resume_command,
          world):
     ckpt_path, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
@@ -238,8 +246,10 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                 schedule.step(min(step, tc.max_iters - 1))
             at_eval = step % tc.eval_interval == 0 or step == tc.max_iters
             if at_eval and step != resumed_at:  # a resumed run already evaluated its first step
-                losses = world.mean(estimate_loss(model, {"train": train_data, "val": val_data}, tc.eval_iters,
-                                                  B, T, seed=distributed.rank_seed(tc.seed + step, world.rank)))
+                with _unwarned():
+                    losses = estimate_loss(model, {"train": train_data, "val": val_data}, tc.eval_iters, B, T,
+                                           seed=distributed.rank_seed(tc.seed + step, world.rank))
+                losses = world.mean(losses)
                 write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise TrainingError(f"step {step}: the evaluation loss is not finite ({losses})"
@@ -257,18 +267,19 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             t0 = time.perf_counter()
             rng_before = rng_snapshot(batch_rng)  # what a checkpoint of this step resumes from
             x, y = get_batch(train_data, B, T, batch_rng)
-            _, loss = model(x, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.gather_grads()             # each group's gradients in one flat buffer
-            world.average_gradients(optimizer)   # data-parallel: the ranks' mean, before clipping
-            if tc.grad_clip:
-                norm = tl.optim.clip_grad_norm_(params, tc.grad_clip)
-            else:                                # not clipped, but checked all the same
-                flat = optimizer.gather_grads()
-                norm = kernels.resolve(tl.optim.grad_norm, backend.device_of(flat[0]))(flat)
-            # the step's one host sync: the loss, the norm and the deferred id checks in one read
-            loss_value, norm_value = backend.item(loss, norm)
+            with _unwarned():
+                _, loss = model(x, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.gather_grads()             # each group's gradients in one flat buffer
+                world.average_gradients(optimizer)   # data-parallel: the ranks' mean, before clipping
+                if tc.grad_clip:
+                    norm = tl.optim.clip_grad_norm_(params, tc.grad_clip)
+                else:                                # not clipped, but checked all the same
+                    flat = optimizer.gather_grads()
+                    norm = kernels.resolve(tl.optim.grad_norm, backend.device_of(flat[0]))(flat)
+                # the step's one host sync: the loss, the norm and the deferred id checks in one read
+                loss_value, norm_value = backend.item(loss, norm)
             loss_value = world.mean_loss(loss_value, stop.requested)  # the ranks' mean (one process: itself)
             if not math.isfinite(loss_value):
                 raise TrainingError(f"step {step}: the loss is {loss_value}"
@@ -286,7 +297,8 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                 write(f"{interrupted}: interrupted at step {step}, saved a checkpoint in {ckpt_path}; "
                       f"continue with: {resume_command or 'the same call with resume=True'}")
                 break
-            optimizer.step()
+            with _unwarned():
+                optimizer.step()
             step += 1
             tokens_per_s = world.size * B * T / (time.perf_counter() - t0)
             if bar is not None:
@@ -357,7 +369,7 @@ def _first_nonfinite_op(model, x, y, debug):
     if not debug:
         return " (run with --debug-nan to name the op that produced it)"
     try:
-        with tl.detect_anomaly():
+        with tl.detect_anomaly(), _unwarned():
             _, loss = model(x, y)
             loss.backward()
     except FloatingPointError as e:

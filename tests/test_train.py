@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -518,7 +519,6 @@ POISONS = {  # name: (the poison, what the error says about step 7)
 }
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # AdamW's inf / inf
 @pytest.mark.parametrize("poison, said", POISONS.values(), ids=POISONS.keys())
 def test_checkpoint_interval_never_saves_a_non_finite_state(tmp_path, monkeypatch, poison, said):
     """With a checkpoint every step, the state after a bad update (step 7) is refused before it
@@ -552,12 +552,34 @@ def test_a_huge_learning_rate_never_leaves_a_diverged_checkpoint(tmp_path):
     1e20, and step 1's loss is NaN. The checkpoint the error names is step 0's, with the weights
     as initialised; before, step 1's state was saved before its loss was computed."""
     last_good = re.escape(str(tmp_path / CHECKPOINT))
-    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
-            TrainingError, match=rf"^step 1: the loss is nan.*the last good checkpoint \(step 0\) is {last_good}$"):
+    with pytest.raises(TrainingError, match=rf"^step 1: the loss is nan.*the last good checkpoint \(step 0\) is "
+                                            rf"{last_good}$"):
         train(tmp_path, learning_rate=1e20, warmup_iters=0, checkpoint_interval=1, grad_clip=1.0)
     state = load_checkpoint(tmp_path)
     assert state["step"] == 0
     assert max(np.abs(w).max() for w in state["model"].values()) < 10
+
+
+def test_divergence_stops_with_no_numpy_warnings_and_leaves_them_on_elsewhere(tmp_path):
+    """The loop checks for NaN and Inf itself, so NumPy's overflow warnings (several lines each,
+    with source lines) are off inside a step and an evaluation, and only there."""
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # a RuntimeWarning would be raised instead
+        with pytest.raises(TrainingError, match=r"^step 1: the loss is nan"):
+            train(tmp_path, learning_rate=1e20, warmup_iters=0, grad_clip=1.0)
+    assert np.geterr() == before
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        np.float32(1e30) * np.float32(1e30)
+
+
+def test_a_diverging_run_prints_one_error_line(data_file, tmp_path):
+    done = subprocess.run([sys.executable, TRAIN_SCRIPT, "--data", str(data_file), "--out", str(tmp_path / "out"),
+                           *TINY_FLAGS, "--max-iters", "5", "--learning-rate", "1e20", "--warmup-iters", "0",
+                           "--no-lr-decay"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert re.fullmatch(r"error: step 1: the loss is nan \(run with --debug-nan [^\n]*\(step 0\) is [^\n]*\n",
+                        done.stderr), done.stderr
 
 
 @pytest.mark.parametrize("bad_step, last_good, settings", [
@@ -587,8 +609,7 @@ def test_a_gradient_overflow_is_caught_without_clipping(tmp_path, monkeypatch):
     infinite gradient with a finite loss at step 7 stops the run there, naming step 5's
     checkpoint (before, the update made the weights NaN and step 8's loss said so)."""
     monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", inf_gradient_at_step=7))
-    with np.errstate(invalid="ignore"), pytest.raises(
-            TrainingError, match=r"^step 7: the gradient norm is inf.*checkpoint \(step 5\) is "):
+    with pytest.raises(TrainingError, match=r"^step 7: the gradient norm is inf.*checkpoint \(step 5\) is "):
         train(tmp_path, grad_clip=0.0)
     assert load_checkpoint(tmp_path)["step"] == 5
 
@@ -600,8 +621,8 @@ def test_a_signal_saves_only_a_state_whose_step_was_finite(tmp_path, monkeypatch
     handler_before = signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", after_update=7, value=1e30,
                                                        then=lambda: signal.raise_signal(signal.SIGINT)))
-    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
-            TrainingError, match=r"^step 7: the (loss|gradient norm) is (nan|inf).*checkpoint \(step 5\) is "):
+    with pytest.raises(TrainingError, match=r"^step 7: the (loss|gradient norm) is (nan|inf).*checkpoint \(step 5\) "
+                                            r"is "):
         train(tmp_path)
     assert signal.getsignal(signal.SIGINT) is handler_before
     state = load_checkpoint(tmp_path)
