@@ -251,8 +251,12 @@ def truncate_metrics(path, step, warn=print):
         if row["step"] <= step:
             keep.append(json.dumps(row))
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    except BaseException:  # the log is untouched; leave no half-written copy beside it
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ================================ one run per folder ========================================

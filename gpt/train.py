@@ -136,6 +136,13 @@ def _quiet(*args, **kwargs):
     """The log of ranks other than 0: rank 0 says everything once."""
 
 
+def _write_failed(what, error, intact):
+    """One line for a failed write (a full disk, a file-size limit): what failed, the system's
+    reason, and what is still intact."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return TrainingError(f"{what}: {reason}; {intact}")
+
+
 def _unwarned():
     """NumPy's overflow, invalid-value and division warnings off, around a training step's and
     an evaluation's arithmetic: the loop checks the loss, the gradient norm and the evaluation
@@ -193,7 +200,11 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
         step, best_val = restore_training_state(state, model, optimizer, batch_rng, rank=world.rank)
         saved_step = step
         if world.is_main:
-            truncate_metrics(metrics_path, step, log)  # evaluations after the checkpoint are redone
+            try:
+                truncate_metrics(metrics_path, step, log)  # evaluations after the checkpoint are redone
+            except OSError as e:
+                raise _write_failed(f"could not rewrite {metrics_path} for the resume", e,
+                                    f"the checkpoint (step {step}) in {ckpt_path} and that file are intact") from e
         del state
     elif world.is_main:
         for old in (metrics_path, ckpt_path):       # a new run starts a new log (and --overwrite
@@ -208,6 +219,11 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
         if saved_step is None:
             return "; no checkpoint was saved"
         return f"; the last good checkpoint (step {saved_step}) is {ckpt_path}"
+
+    def intact(which="previous"):
+        if saved_step is None:
+            return "no checkpoint was saved before it"
+        return f"the {which} checkpoint (step {saved_step}) in {ckpt_path} is intact"
 
     def checkpoint(at_step, rng):
         """Save the state of step at_step, whose loss and gradients were just found finite; rng:
@@ -224,7 +240,11 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                 raise TrainingError(f"step {at_step}: {bad} is not finite after the update of step {at_step - 1} "
                                     "(its gradient or the update overflowed), so this state was not saved"
                                     + last_good())
-            save_checkpoint(ckpt_path, state)
+            try:
+                save_checkpoint(ckpt_path, state)   # atomic: on failure the previous file is untouched
+            except OSError as e:
+                raise _write_failed(f"could not save the checkpoint of step {at_step} to {ckpt_path}", e,
+                                    intact()) from e
         world.on_main(save)
         saved_step = at_step
 
@@ -257,10 +277,15 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                 best_val = min(best_val, losses["val"])
 
                 def append_metrics():
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
-                                            "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
-                                            "elapsed_s": time.perf_counter() - t_start}) + "\n")
+                    line = json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
+                                       "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
+                                       "elapsed_s": time.perf_counter() - t_start}) + "\n"
+                    try:
+                        with open(metrics_path, "a") as f:
+                            f.write(line)
+                    except OSError as e:  # a partial line left there is dropped (with a warning) on resume
+                        raise _write_failed(f"could not append step {step}'s evaluation to {metrics_path}", e,
+                                            intact("last")) from e
                 world.on_main(append_metrics)
             due = at_eval or step >= tc.max_iters or (tc.checkpoint_interval and step % tc.checkpoint_interval == 0)
 

@@ -5,6 +5,7 @@ change, one run per folder, damaged metrics, and the errors users meet.
 Every run trains a 1-layer, 16-wide GPT on a made-up text, so it takes a fraction of a second.
 The subprocess tests drive examples/train_shakespeare.py, as a user would.
 """
+import errno
 import json
 import math
 import os
@@ -265,6 +266,76 @@ def test_a_save_that_fails_midway_keeps_the_previous_checkpoint(trained, monkeyp
     assert sorted(os.listdir(trained)) == [CHECKPOINT, METRICS]
 
 
+def no_space(*args):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_naming_the_file_and_the_intact_one(tmp_path, monkeypatch):
+    """The save of step 15 runs out of space midway: one line naming ckpt.pkl and the reason,
+    saying step 10's checkpoint is intact, which it is; nothing half-written is left; resume goes on."""
+    dump = pickle.dump
+
+    def dump_out_of_space_at_step_15(obj, f, protocol=None):
+        if isinstance(obj, dict) and obj.get("step") == 15:
+            f.write(pickle.dumps(obj, protocol)[:1000])
+            raise no_space()
+        dump(obj, f, protocol)
+    monkeypatch.setattr(pickle, "dump", dump_out_of_space_at_step_15)
+    ckpt = re.escape(str(tmp_path / CHECKPOINT))
+    with pytest.raises(TrainingError, match=rf"^could not save the checkpoint of step 15 to {ckpt}: No space left on "
+                                            rf"device; the previous checkpoint \(step 10\) in {ckpt} is intact$"):
+        train(tmp_path)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["step"] == 10
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT, METRICS]
+    assert train(tmp_path, resume=True)[0]["step"] == 20
+
+
+def test_a_full_disk_at_a_metrics_line_is_one_line_naming_the_file_and_the_intact_checkpoint(tmp_path, monkeypatch):
+    real_open = open
+
+    def open_out_of_space_for_step_10(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if Path(path).name == METRICS and "a" in mode:
+            write = f.write
+
+            def write_or_fail(text):
+                if json.loads(text)["step"] == 10:
+                    write(text[:7])
+                    raise no_space()
+                return write(text)
+            f.write = write_or_fail
+        return f
+    monkeypatch.setattr(gpt.train, "open", open_out_of_space_for_step_10, raising=False)
+    metrics, ckpt = re.escape(str(tmp_path / METRICS)), re.escape(str(tmp_path / CHECKPOINT))
+    with pytest.raises(TrainingError, match=rf"^could not append step 10's evaluation to {metrics}: No space left on "
+                                            rf"device; the last checkpoint \(step 5\) in {ckpt} is intact$"):
+        train(tmp_path)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["step"] == 5
+    result, lines = train(tmp_path, resume=True)          # the partial line is dropped, with a warning
+    assert result["step"] == 20 and any(line.startswith(f"warning: {tmp_path / METRICS}:3:") for line in lines)
+    assert [m["step"] for m in read_metrics(tmp_path)] == [0, 5, 10, 15, 20]
+
+
+def test_a_full_disk_while_resuming_the_metrics_log_is_one_line(tmp_path, monkeypatch):
+    train(tmp_path, max_iters=10)
+    before = (tmp_path / METRICS).read_bytes()
+    write_text = Path.write_text
+
+    def write_text_out_of_space(self, data, *args, **kwargs):
+        write_text(self, data[:5], *args, **kwargs)
+        raise no_space()
+    monkeypatch.setattr(Path, "write_text", write_text_out_of_space)
+    with pytest.raises(TrainingError, match=rf"^could not rewrite {re.escape(str(tmp_path / METRICS))} for the resume: "
+                                            r"No space left on device; the checkpoint \(step 10\) in .* and that file "
+                                            r"are intact$"):
+        train(tmp_path, resume=True)
+    monkeypatch.undo()
+    assert (tmp_path / METRICS).read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT, METRICS]
+
+
 # ---- a run killed at any moment, Ctrl-C and SIGTERM -----------------------------------------
 
 TINY_FLAGS = ["--device", "cpu", "--no-progress", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
@@ -320,6 +391,24 @@ def resume_to(data, out, max_iters, *flags):
     cmd = [sys.executable, TRAIN_SCRIPT, "--data", str(data), "--out", str(out), *TINY_FLAGS,
            "--resume", "--max-iters", str(max_iters), *flags]
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+
+
+def test_a_file_size_limit_on_resume_is_one_error_line(data_file, tmp_path):
+    """A real failed write: RLIMIT_FSIZE (ulimit -f) half a checkpoint, so the first save of the
+    resumed run fails with EFBIG. One line, exit status 1, the checkpoint still step 3's."""
+    import resource
+    out = tmp_path / "out"
+    first = subprocess.run([sys.executable, TRAIN_SCRIPT, "--data", str(data_file), "--out", str(out), *TINY_FLAGS,
+                            "--max-iters", "3"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    limit = (out / CHECKPOINT).stat().st_size // 2
+    cmd = [sys.executable, TRAIN_SCRIPT, "--resume", "--out", str(out), "--max-iters", "6", "--no-progress"]
+    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert done.returncode == 1
+    assert done.stderr == (f"error: could not save the checkpoint of step 4 to {out / CHECKPOINT}: File too large; "
+                           f"the previous checkpoint (step 3) in {out / CHECKPOINT} is intact\n")
+    assert load_checkpoint(out)["step"] == 3
 
 
 def assert_consistent_checkpoint(out, text):
