@@ -136,6 +136,29 @@ def _quiet(*args, **kwargs):
     """The log of ranks other than 0: rank 0 says everything once."""
 
 
+def _occupied(out_dir, ckpt_path, digest):
+    """The refusal of a new run in a folder holding one: the run there (its step, and its data
+    when that is not this run's text) and the three ways on."""
+    try:
+        state = load_checkpoint(ckpt_path)
+    except Exception as e:  # damaged, or not ours: say what it is, refuse all the same
+        what = f"({CHECKPOINT}, which cannot be read: {e})"
+        state = None
+    else:
+        data = state.get("data") or {}
+        what = f"({CHECKPOINT}, at step {state.get('step')}"
+        if data.get("sha256") and data["sha256"] != digest:
+            origin = f"{data['path']!r}" if data.get("path") else f"a text with sha256 {data['sha256'][:12]}..."
+            what += f", trained on other data: {origin})"
+        else:
+            what += ", on this data)"
+    other = state is not None and (state.get("data") or {}).get("sha256") not in (None, digest)
+    ways = ("pass another --out for the new run, --overwrite to replace that run, or --resume to continue it "
+            "on its own data" if other else
+            "pass --resume to continue it, --overwrite to replace it with a new run, or another --out")
+    return TrainingError(f"{out_dir} already holds a training run {what}: {ways}")
+
+
 def _write_failed(what, error, intact):
     """One line for a failed write (a full disk, a file-size limit): what failed, the system's
     reason, and what is still intact."""
@@ -165,8 +188,7 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
         tokenizer = CharTokenizer.from_chars(state["vocab"])
     else:
         if ckpt_path.exists() and not overwrite:
-            raise TrainingError(f"{out_dir} already holds a training run ({CHECKPOINT}): pass --resume "
-                                "to continue it, or --overwrite to replace it with a new run")
+            raise _occupied(out_dir, ckpt_path, text_sha256(text))
         tokenizer = CharTokenizer(text)
     digest = text_sha256(text)
     if resume:

@@ -723,10 +723,30 @@ def test_a_signal_saves_only_a_state_whose_step_was_finite(tmp_path, monkeypatch
 def test_a_new_run_refuses_a_folder_holding_a_checkpoint(trained):
     """Neither the checkpoint nor the metrics of the run already there are touched."""
     before = {name: (trained / name).read_bytes() for name in (CHECKPOINT, METRICS)}
-    with pytest.raises(TrainingError, match=r"already holds a training run \(ckpt\.pkl\): pass --resume to "
-                                            r"continue it, or --overwrite to replace it"):
+    with pytest.raises(TrainingError, match=r"already holds a training run \(ckpt\.pkl, at step 20, on this data\): "
+                                            r"pass --resume to continue it, --overwrite to replace it with a new run, "
+                                            r"or another --out$"):
         train(trained, max_iters=10)
     assert {name: (trained / name).read_bytes() for name in before} == before
+
+
+def test_a_new_run_on_other_data_in_an_occupied_default_out_names_the_data_there(tmp_path):
+    """Two files called mytext.txt share the default folder out/mytext-cpu: the refusal names
+    the run there, its step and its data file, and suggests another --out first."""
+    (tmp_path / "sub").mkdir()
+    first, second = tmp_path / "mytext.txt", tmp_path / "sub" / "mytext.txt"
+    first.write_text(TEXT)
+    second.write_text(made_up_text(4000, seed=3))
+    run(*configs(max_iters=2), TEXT, tmp_path / "out" / "mytext-cpu", progress=False, log=lambda line: None,
+        data_path=first)
+    before = (tmp_path / "out" / "mytext-cpu" / CHECKPOINT).read_bytes()
+    done = subprocess.run([sys.executable, str(REPO / TRAIN_SCRIPT), "--device", "cpu", "--data", "sub/mytext.txt"],
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == (f"error: {Path('out') / 'mytext-cpu'} already holds a training run (ckpt.pkl, at step 2, "
+                           f"trained on other data: {str(first)!r}): pass another --out for the new run, --overwrite "
+                           "to replace that run, or --resume to continue it on its own data\n")
+    assert (tmp_path / "out" / "mytext-cpu" / CHECKPOINT).read_bytes() == before
 
 
 def test_a_second_run_in_a_locked_folder_is_refused_naming_the_holder(trained):
