@@ -99,6 +99,8 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
         progress=True, log=print, data_path=None, resume_command=None):
     """Train a GPT on text in out_dir; returns {"step", "train_loss", "val_loss", "sample",
     "seconds", "interrupted"} ("interrupted": "SIGINT" or "SIGTERM" when a signal stopped it).
+    Resuming a run already at max_iters trains nothing: it logs one line saying so and how to
+    go on, and returns its step with "already_finished": True (and no losses).
 
     A new run refuses an out_dir holding a checkpoint unless overwrite=True (which replaces
     it); resume=True continues that checkpoint, with only the settings in
@@ -182,7 +184,9 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             raise TrainingError(f"nothing to resume: {out_dir} holds no checkpoint ({CHECKPOINT}); "
                                 "leave out --resume to start a new run there")
         state = load_checkpoint(ckpt_path)
-        log(f"resuming from {ckpt_path} at step {state['step']}")
+        finished = state["step"] == tc.max_iters
+        if not finished:
+            log(f"resuming from {ckpt_path} at step {state['step']}")
         tc = check_resume(state, model_config, tc, log)
         check_world_size(state, world.size)
         tokenizer = CharTokenizer.from_chars(state["vocab"])
@@ -193,6 +197,13 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
     digest = text_sha256(text)
     if resume:
         check_same_text(state, digest, data_path)
+        if finished:   # nothing to train: say so, and how to go on
+            n = state["step"]
+            world.started()
+            log(f"nothing to do: the run in {out_dir} already finished at step {n} (max_iters {n}); to train "
+                f"it longer, resume with a larger --max-iters (e.g. --max-iters {max(2 * n, n + 1)})")
+            return {"step": n, "train_loss": None, "val_loss": None, "seconds": 0.0, "sample": None,
+                    "interrupted": None, "already_finished": True}
     if tokenizer.vocab_size != model_config.vocab_size:
         raise ValueError(f"GPTConfig.vocab_size is {model_config.vocab_size} but the text has "
                          f"{tokenizer.vocab_size} distinct characters")
@@ -356,7 +367,7 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
 
     seconds = time.perf_counter() - t_start
     result = {"step": step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
-              "seconds": seconds, "sample": None, "interrupted": interrupted}
+              "seconds": seconds, "sample": None, "interrupted": interrupted, "already_finished": False}
     if step >= tc.max_iters and tc.sample_chars and world.is_main:
         start = np.array([[tokenizer.stoi.get("\n", 0)]])
         ids = model.generate(start, tc.sample_chars, seed=tc.seed)

@@ -980,6 +980,30 @@ def test_resume_may_change_how_long_and_how_often(trained):
     assert state["step"] == 26 and state["train_config"]["eval_interval"] == 3
 
 
+def test_resuming_a_finished_run_says_so_in_one_line(trained):
+    """Resumed at its max_iters, a run trains nothing: one line saying it finished and how to
+    train longer; the checkpoint and the log are untouched."""
+    before = {name: (trained / name).read_bytes() for name in (CHECKPOINT, METRICS)}
+    result, lines = train(trained, resume=True)
+    assert lines == [f"nothing to do: the run in {trained} already finished at step 20 (max_iters 20); to train "
+                     "it longer, resume with a larger --max-iters (e.g. --max-iters 40)"]
+    assert result["step"] == 20 and result["already_finished"] and result["val_loss"] is None
+    assert {name: (trained / name).read_bytes() for name in before} == before
+
+
+def test_resuming_a_finished_run_from_the_command_line_exits_0_with_that_line(tmp_path):
+    """Exit status 0: the run is complete, so `train --resume && sample` goes on to sample it."""
+    data, out = tmp_path / "mytext.txt", tmp_path / "out"
+    data.write_text(TEXT)
+    run(*configs(max_iters=3), TEXT, out, progress=False, log=lambda line: None, data_path=data)
+    done = subprocess.run([sys.executable, TRAIN_SCRIPT, "--resume", "--out", str(out), "--device", "cpu",
+                           "--no-progress"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.splitlines()[-1] == (f"nothing to do: the run in {out} already finished at step 3 (max_iters 3); "
+                                            "to train it longer, resume with a larger --max-iters (e.g. --max-iters 6)")
+    assert not any(line.startswith(("done:", "resuming from")) for line in done.stdout.splitlines())
+
+
 def test_resume_to_fewer_steps_than_the_checkpoint_has_is_refused(trained):
     with pytest.raises(TrainingError, match=r"^cannot resume with max_iters = 10: the checkpoint is already at "
                                             r"step 20"):
