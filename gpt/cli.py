@@ -49,11 +49,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run(main):
-    """sys.exit(main()), with a library error as one line and status 1, Ctrl-C as status 130."""
+    """sys.exit(main()), with a library error as one line and status 1, Ctrl-C as status 130
+    (its line: the KeyboardInterrupt's message, when it has one, such as how to continue)."""
     try:
         sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

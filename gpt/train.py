@@ -14,6 +14,7 @@ so the last good checkpoint always resumes; and one run at a time trains in a fo
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -161,6 +162,25 @@ def _occupied(out_dir, ckpt_path, digest):
     return TrainingError(f"{out_dir} already holds a training run {what}: {ways}")
 
 
+def _file_id(path):
+    """What tells one version of a file from the next (inode, size, mtime), or None if absent."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _explained(kind, explain):
+    """Re-raise an exception of `kind` from the block as kind(explain()): a second Ctrl-C
+    becomes a KeyboardInterrupt whose message says what was saved and how to continue."""
+    try:
+        yield
+    except kind:
+        raise kind(explain()) from None
+
+
 def _write_failed(what, error, intact):
     """One line for a failed write (a full disk, a file-size limit): what failed, the system's
     reason, and what is still intact."""
@@ -258,10 +278,23 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             return "no checkpoint was saved before it"
         return f"the {which} checkpoint (step {saved_step}) in {ckpt_path} is intact"
 
+    saving, saved_file = None, _file_id(ckpt_path)   # the step being saved; the file the last save left
+
+    def stopped_at_once():
+        """The line for a second Ctrl-C, which stops at once, even midway through a save."""
+        last = saved_step
+        if saving is not None and _file_id(ckpt_path) != saved_file:
+            last = saving   # it struck after the new file was in place
+        where = f" while saving step {saving}" if saving is not None else ""
+        if last is None:
+            return f"SIGINT again{where}: stopped at once; no checkpoint was saved, so a new run starts over"
+        return (f"SIGINT again{where}: stopped at once; the last checkpoint (step {last}) in {ckpt_path} is "
+                f"intact; continue with: {resume_command or 'the same call with resume=True'}")
+
     def checkpoint(at_step, rng):
         """Save the state of step at_step, whose loss and gradients were just found finite; rng:
         this rank's rng_snapshot from before the step drew its batch and dropout masks."""
-        nonlocal saved_step
+        nonlocal saved_step, saving, saved_file
         world.check_identical(model, f"step {at_step}")
         ranks = world.rng_states(rng)   # every rank's batch and dropout streams (None: one process)
 
@@ -278,8 +311,9 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             except OSError as e:
                 raise _write_failed(f"could not save the checkpoint of step {at_step} to {ckpt_path}", e,
                                     intact()) from e
+        saving = at_step
         world.on_main(save)
-        saved_step = at_step
+        saved_step, saving, saved_file = at_step, None, _file_id(ckpt_path)
 
     B, T = tc.batch_size, model_config.block_size
     bar = _progress_bar(tc.max_iters, step, progress)
@@ -293,7 +327,7 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
     # and only then save the state they came from (a checkpoint of step s is one whose own
     # loss and gradients were finite), then update. The last step computes them too, unused,
     # so that the final checkpoint passes the same check; a signal saves the same way.
-    with _StopRequest() as stop:
+    with _explained(KeyboardInterrupt, stopped_at_once), _StopRequest() as stop:
         while True:
             if schedule is not None:
                 schedule.step(min(step, tc.max_iters - 1))

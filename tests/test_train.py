@@ -164,6 +164,62 @@ def test_resume_after_ctrl_c_is_exact_with_lr_decay_warmup_and_grad_clip(tmp_pat
     assert_same_state(load_checkpoint(tmp_path / "one-go"), load_checkpoint(tmp_path / "stopped"))
 
 
+@pytest.mark.parametrize("landed", [False, True], ids=["midway through the save", "just after the rename"])
+def test_a_second_ctrl_c_while_saving_names_the_intact_checkpoint_and_how_to_continue(tmp_path, monkeypatch, landed):
+    """Ctrl-C at step 10, then Ctrl-C again while step 10 is being saved: the run stops at once,
+    saying which checkpoint is intact (step 5's, or step 10's when the new file was already in
+    place) and the command that continues it, which does."""
+    pressed = []
+
+    def press_ctrl_c_at_step_10(line):
+        if line.startswith("step 10:"):
+            pressed.append(1)
+            signal.raise_signal(signal.SIGINT)
+    if landed:
+        import gpt.checkpoint
+        replace = os.replace
+
+        def replace_then_ctrl_c(src, dst):
+            replace(src, dst)
+            if pressed and Path(dst).name == CHECKPOINT:
+                signal.raise_signal(signal.SIGINT)
+        monkeypatch.setattr(gpt.checkpoint.os, "replace", replace_then_ctrl_c)
+    else:
+        dump = pickle.dump
+
+        def dump_with_ctrl_c(obj, f, protocol=None):
+            if pressed:
+                f.write(b"half a pickle")
+                signal.raise_signal(signal.SIGINT)
+            dump(obj, f, protocol)
+        monkeypatch.setattr(pickle, "dump", dump_with_ctrl_c)
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(tmp_path, log=press_ctrl_c_at_step_10)
+    monkeypatch.undo()
+    last = 10 if landed else 5
+    assert str(stopped.value) == (f"SIGINT again while saving step 10: stopped at once; the last checkpoint (step {last}) "
+                                  f"in {tmp_path / CHECKPOINT} is intact; continue with: the same call with resume=True")
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    assert load_checkpoint(tmp_path)["step"] == last
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT, METRICS]
+    assert train(tmp_path, resume=True)[0]["step"] == 20
+
+
+def test_a_script_prints_what_its_ctrl_c_says(capsys):
+    from gpt.cli import run as run_script
+
+    def stopped(message):
+        def main():
+            raise KeyboardInterrupt(*([message] if message else []))
+        return main
+    for message, line in (("SIGINT again: stopped at once; continue with: X", "SIGINT again: stopped at once; "
+                                                                              "continue with: X"), (None, "interrupted")):
+        with pytest.raises(SystemExit) as exit_:
+            run_script(stopped(message))
+        assert exit_.value.code == 130 and capsys.readouterr().err == line + "\n"
+
+
 def test_resume_to_a_larger_max_iters_is_exact_with_lr_decay(tmp_path):
     settings = dict(dropout=0.2, lr_decay=True, warmup_iters=4, min_lr=1e-4, grad_clip=0.5, lr_decay_iters=20)
     _, one_go = train(tmp_path / "one-go", **settings)
