@@ -402,3 +402,19 @@ def test_bench_train_matmul_list_has_the_model_flops(preset):
 def test_bench_train_rejects_bad_counts(flag, value):
     proc = bench_train(flag, value, "--no-torch")
     assert proc.returncode == 2 and "must be at least" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_pytorch_comparisons_say_how_to_run_them():
+    """tests/test_differential_torch.py is skipped where torch is missing, CI included: its
+    docstring and its skip reason give README's pip command, and claim no CI install."""
+    import ast
+    path = REPO / "tests" / "test_differential_torch.py"
+    source = path.read_text()
+    doc = ast.get_docstring(ast.parse(source))
+    command = re.search(r"`(pip install torch [^`]+)`", (REPO / "README.md").read_text())[1]
+    assert command in doc and "python -m pytest tests/test_differential_torch.py" in doc
+    assert "torch" not in (REPO / ".ci" / "run").read_text()
+    assert "CI installs" not in doc and "CI does not install" in doc
+    reason = re.search(r'importorskip\("torch", reason=((?:"[^"]*"\s*)+)\)', source)[1]
+    reason = "".join(re.findall(r'"([^"]*)"', reason))
+    assert reason.startswith("PyTorch is not installed: ") and reason.endswith(command + ")")
