@@ -304,6 +304,9 @@ def test_a_misspelt_flag_gets_one_line_with_did_you_mean():
     ("plot_loss", ["run", "--titel", "x"], "--title"),
     ("attention_map", ["--checkpoint", "x", "--promt", "ROMEO"], "--prompt"),
     ("draw_graph", ["--ot", "graphs"], "--out"),
+    ("train_shakespeare", ["--lr", "0.1"], "--learning-rate"),    # was "ambiguous: --lr-decay, --lr-decay-iters"
+    ("train_shakespeare", ["--max", "5"], "--max-iters"),         # was taken silently for --max-iters
+    ("train_shakespeare", ["--bs", "8"], "--block-size or --batch-size"),
 ])
 def test_every_example_suggests_the_flag_it_knows(capsys, name, argv, suggestion):
     with pytest.raises(SystemExit) as exit:
