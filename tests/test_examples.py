@@ -17,8 +17,9 @@ import pytest
 
 import tensorlite as tl
 from gpt import GPTConfig, TrainConfig
+from gpt import preset as gpt_preset
 from gpt import data as gpt_data
-from gpt.train import CHECKPOINT, METRICS, load_checkpoint
+from gpt.train import CHECKPOINT, METRICS, TrainingError, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -219,6 +220,24 @@ def test_train_resume_restores_the_settings_data_and_vocabulary(tiny_run, tmp_pa
     assert after["data"]["path"] == str(data_file.resolve())
     moved = {"max_iters": 9, "lr_decay_iters": 6}  # the cosine still ends where the first run set it
     assert after["train_config"] == {**before["train_config"], **moved}
+
+
+def test_train_resume_refuses_a_preset_that_disagrees_with_the_checkpoint(tiny_run):
+    """--preset was silently ignored with --resume; now a preset whose settings differ from the
+    checkpoint's is refused, naming the first field, and one that agrees passes."""
+    train_script = load_example("train_shakespeare")
+    with pytest.raises(TrainingError, match=r"^cannot resume with --preset cpu: its block_size is 64, but the checkpoint "
+                                            r"was trained with block_size = 16; --resume takes the settings from the "
+                                            r"checkpoint, so leave out --preset"):
+        train_script.main(["--resume", "--out", str(tiny_run), "--device", "cpu", "--preset", "cpu"])
+    state = load_checkpoint(tiny_run)
+    train_script.check_preset_on_resume("cpu", state, given={"n_layer", "n_head", "n_embd", "block_size",
+                                                              "batch_size", "eval_iters", "sample_chars"})
+    lecture_model, lecture_train = gpt_preset("lecture", vocab_size=state["model_config"]["vocab_size"],
+                                              max_iters=7)
+    agreeing = {**state, "model_config": dataclasses.asdict(lecture_model),
+                "train_config": dataclasses.asdict(lecture_train)}
+    train_script.check_preset_on_resume("lecture", agreeing)   # max_iters may differ: it can change on resume
 
 
 def test_train_resume_refuses_a_data_file_that_changed_or_is_gone(tmp_path, data_file):
