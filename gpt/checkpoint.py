@@ -227,29 +227,52 @@ def check_same_text(state, digest, data_path=None):
 
 # ================================ the metrics log ===========================================
 
-def truncate_metrics(path, step, warn=print):
-    """Keep the metrics lines of evaluations up to `step` (those the checkpoint saw).
+def read_metrics(path, warn=print, require=()):
+    """The lines of a metrics.jsonl as dicts, in order; [] if there is no such file.
 
-    A line that is not a JSON object with an integer step (a kill midway through writing it,
-    bytes appended by something else) is dropped with a warning naming the file and the line.
+    A line that is not a JSON object with an integer step (true and false are not integers)
+    and a number in each field of `require` (a kill midway through writing it, bytes appended
+    by something else) is dropped with a warning naming the file and the line. Resuming
+    (truncate_metrics) and examples/plot_loss.py read the log through this one reader.
     """
     path = Path(path)
     if not path.exists():
-        return
-    keep = []
+        return []
+    rows = []
     for n, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
+            if not (isinstance(row, dict) and _is_int(row.get("step"))):
                 raise ValueError("not an object with an integer step")
+            missing = [k for k in require if not _is_number(row.get(k))]
+            if missing:
+                raise ValueError(f"no number in {', '.join(missing)}")
         except ValueError as e:
             shown = line if len(line) <= 40 else line[:37] + "..."
             warn(f"warning: {path}:{n}: dropped a damaged line ({shown!r}: {e})")
             continue
-        if row["step"] <= step:
-            keep.append(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
+
+def truncate_metrics(path, step, warn=print):
+    """Keep the metrics lines of evaluations up to `step` (those the checkpoint saw); damaged
+    lines are dropped with a warning (see read_metrics)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = [json.dumps(row) for row in read_metrics(path, warn) if row["step"] <= step]
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text("".join(line + "\n" for line in keep))

@@ -828,6 +828,7 @@ DAMAGE = {  # name: (damage to the log of steps 0, 5, 10; the damaged line's num
     "a damaged line among good ones": (lambda log: log.replace('{"step": 5,', '{"step": 5 x', 1), 2,
                                        [0, 10, 15, 20]),
     "a line with no step": (lambda log: log + '{"train_loss": 1.0}\n', 4, [0, 5, 10, 15, 20]),
+    "a boolean step": (lambda log: log + '{"step": true, "train_loss": 1.0}\n', 4, [0, 5, 10, 15, 20]),
 }
 
 
