@@ -122,16 +122,22 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise NotADirectoryError(f"output folder {str(out_dir)!r} is a file, not a folder")
-        created = world.is_main and not out_dir.exists()
+        created = []    # the folders this run makes, out_dir first, then the parents it needed
         if world.is_main:
+            folder = out_dir
+            while not folder.exists() and folder != folder.parent:
+                created.append(folder)
+                folder = folder.parent
             out_dir.mkdir(parents=True, exist_ok=True)
         try:
             with RunLock(out_dir) if world.is_main else contextlib.nullcontext():
                 return _run(model_config, train_config, text, out_dir, device, resume, overwrite, progress,
                             log, data_path, resume_command, world)
         except BaseException:
-            if created and not any(out_dir.iterdir()):  # a run refused at the start leaves no empty folder
-                out_dir.rmdir()
+            for folder in created:   # a run refused at the start leaves no empty folder (nor out/ above it)
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
             raise
 
 

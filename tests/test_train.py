@@ -971,6 +971,16 @@ def test_a_dataset_too_short_for_block_size_names_the_split(tmp_path, n_chars, s
         train(tmp_path, text=text)
 
 
+def test_a_refused_run_leaves_no_empty_folders_behind(tmp_path):
+    """out/mytext-cpu, as the default --out: both folders go when the run is refused, not only
+    the last one; a folder that was there before stays."""
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "out" / "mytext-cpu", tmp_path / "kept" / "a" / "b"):
+        with pytest.raises(ValueError, match="too few for block_size"):
+            train(out, text=made_up_text(15))
+    assert sorted(os.listdir(tmp_path)) == ["kept"] and not any((tmp_path / "kept").iterdir())
+
+
 def test_an_empty_dataset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         run(*configs(), "", tmp_path, progress=False, log=print)
