@@ -53,19 +53,25 @@ def preset_values(field, part):
     return "(" + ", ".join(f"{name} preset: {value}" for name, value in values.items()) + ")"
 
 
+HELP = {  # what a flag does, where its name does not say it
+    "tf32": "--no-tf32: float32 matmuls on cuda without TF32 tensor cores for this run (slower, full "
+            "float32); the default, --tf32, leaves TF32 on for Ampere and newer GPUs unless "
+            "TENSORLITE_TF32=0. Recorded in the checkpoint; may change on --resume. No effect on the CPU",
+}
+
+
 def add_dataclass_flags(parser, cls, part, title):
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         if f.name in SKIP:
             continue
         flag = "--" + f.name.replace("_", "-")
+        help = " ".join(filter(None, [HELP.get(f.name), preset_values(f.name, part)]))
         if f.type in (bool, "bool"):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=preset_values(f.name, part))
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            group.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
-                               help=preset_values(f.name, part))
+            group.add_argument(flag, type=kind, default=None, metavar=f.name.upper(), help=help)
 
 
 def parse_args(argv=None):

@@ -35,10 +35,11 @@ LOCK = "train.lock"
 FORMAT = "tensorlite-gpt/1"
 
 # What a resumed run may set differently from the checkpoint: how long it runs, how often it
-# evaluates and saves, where the cosine schedule ends, and what it prints. Everything else
-# (the model, the batch, the optimizer, the seed) would make it another run.
+# evaluates and saves, where the cosine schedule ends, what it prints, and whether cuda's
+# float32 matmuls may use TF32 (a precision of the hardware, as moving to another GPU is).
+# Everything else (the model, the batch, the optimizer, the seed) would make it another run.
 CHANGEABLE_ON_RESUME = ("max_iters", "eval_interval", "eval_iters", "checkpoint_interval",
-                        "lr_decay_iters", "sample_chars", "debug_nan")
+                        "lr_decay_iters", "sample_chars", "debug_nan", "tf32")
 
 
 class TrainingError(RuntimeError):

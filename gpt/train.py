@@ -103,6 +103,9 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
     Resuming a run already at max_iters trains nothing: it logs one line saying so and how to
     go on, and returns its step with "already_finished": True (and no losses).
 
+    train_config.tf32 False turns TF32 matmuls off on cuda for the run (True leaves
+    tensorlite.backend's setting: on, unless TENSORLITE_TF32=0); the setting is put back after.
+
     A new run refuses an out_dir holding a checkpoint unless overwrite=True (which replaces
     it); resume=True continues that checkpoint, with only the settings in
     gpt.checkpoint.CHANGEABLE_ON_RESUME allowed to differ, on the same text. data_path (the
@@ -129,7 +132,10 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
                 created.append(folder)
                 folder = folder.parent
             out_dir.mkdir(parents=True, exist_ok=True)
+        tf32_before = backend.tf32_enabled()
         try:
+            if not train_config.tf32:   # --no-tf32: full float32 matmuls on cuda for this run
+                backend.set_tf32(False)
             with RunLock(out_dir) if world.is_main else contextlib.nullcontext():
                 return _run(model_config, train_config, text, out_dir, device, resume, overwrite, progress,
                             log, data_path, resume_command, world)
@@ -139,6 +145,9 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
                     break
                 folder.rmdir()
             raise
+        finally:
+            if backend.tf32_enabled() != tf32_before:
+                backend.set_tf32(tf32_before)
 
 
 def _quiet(*args, **kwargs):

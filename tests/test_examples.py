@@ -134,6 +134,31 @@ def test_train_help_lists_a_flag_for_every_setting():
 
 
 @pytest.mark.skipif(tl.gpu_available(), reason="CuPy sees a GPU here: --device cuda works")
+def test_train_no_tf32_turns_tf32_off_for_the_run_and_records_it(data_file, tmp_path, monkeypatch):
+    """--no-tf32 is parsed into TrainConfig.tf32, the backend's TF32 setting is off while the run
+    trains (seen at each evaluation), back as it was afterwards, and the checkpoint records it;
+    --resume may turn it on again. On the CPU it changes no number."""
+    import gpt.train
+    train_script = load_example("train_shakespeare")
+    assert train_script.parse_args(["--no-tf32"]).tf32 is False
+    assert train_script.parse_args([]).tf32 is None                       # the preset's: True
+    assert "No effect on the CPU" in train_script.HELP["tf32"]
+    seen, estimate = [], gpt.train.estimate_loss
+
+    def estimate_and_look(*args, **kwargs):
+        seen.append(tl.backend.tf32_enabled())
+        return estimate(*args, **kwargs)
+    monkeypatch.setattr(gpt.train, "estimate_loss", estimate_and_look)
+    monkeypatch.setitem(tl.backend._tf32, "enabled", True)
+    out = tmp_path / "out"
+    flags = ["--data", str(data_file), "--out", str(out), *TINY_FLAGS, "--eval-interval", "2"]
+    assert train_script.main([*flags, "--max-iters", "2", "--no-tf32"]) == 0
+    assert seen == [False, False] and tl.backend.tf32_enabled()
+    assert load_checkpoint(out)["train_config"]["tf32"] is False
+    assert train_script.main([*flags, "--max-iters", "4", "--resume", "--tf32"]) == 0
+    assert seen[2:] == [True] and load_checkpoint(out)["train_config"]["tf32"] is True
+
+
 def test_train_on_cuda_without_cupy_says_what_to_install(data_file):
     proc = script("train_shakespeare.py", "--device", "cuda", "--data", data_file)
     assert proc.returncode != 0
