@@ -61,8 +61,9 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, seed):
 # ==================================== the loop ===========================================
 
 class _StopRequest:
-    """Turns Ctrl-C (SIGINT) and SIGTERM into a flag checked between steps, so the run stops
-    on a consistent state and saves it. A second Ctrl-C interrupts at once."""
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a flag, read once a step's loss and gradients
+    proved finite, so the run stops on that step's state, known good, and saves it before the
+    update. A second Ctrl-C interrupts at once (its message: see stopped_at_once in _run)."""
 
     def __init__(self):
         self.requested = None

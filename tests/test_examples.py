@@ -251,9 +251,9 @@ def test_train_resume_refuses_a_preset_that_disagrees_with_the_checkpoint(tiny_r
     """--preset was silently ignored with --resume; now a preset whose settings differ from the
     checkpoint's is refused, naming the first field, and one that agrees passes."""
     train_script = load_example("train_shakespeare")
-    with pytest.raises(TrainingError, match=r"^cannot resume with --preset cpu: its block_size is 64, but the checkpoint "
-                                            r"was trained with block_size = 16; --resume takes the settings from the "
-                                            r"checkpoint, so leave out --preset"):
+    with pytest.raises(TrainingError, match=r"^cannot resume with --preset cpu: its block_size is 64, but the "
+                                            r"checkpoint was trained with block_size = 16; --resume takes the "
+                                            r"settings from the checkpoint, so leave out --preset"):
         train_script.main(["--resume", "--out", str(tiny_run), "--device", "cpu", "--preset", "cpu"])
     state = load_checkpoint(tiny_run)
     train_script.check_preset_on_resume("cpu", state, given={"n_layer", "n_head", "n_embd", "block_size",

@@ -198,8 +198,9 @@ def test_a_second_ctrl_c_while_saving_names_the_intact_checkpoint_and_how_to_con
         train(tmp_path, log=press_ctrl_c_at_step_10)
     monkeypatch.undo()
     last = 10 if landed else 5
-    assert str(stopped.value) == (f"SIGINT again while saving step 10: stopped at once; the last checkpoint (step {last}) "
-                                  f"in {tmp_path / CHECKPOINT} is intact; continue with: the same call with resume=True")
+    assert str(stopped.value) == (f"SIGINT again while saving step 10: stopped at once; the last checkpoint "
+                                  f"(step {last}) in {tmp_path / CHECKPOINT} is intact; continue with: the same "
+                                  "call with resume=True")
     assert signal.getsignal(signal.SIGINT) is handler_before
     assert load_checkpoint(tmp_path)["step"] == last
     assert sorted(os.listdir(tmp_path)) == [CHECKPOINT, METRICS]
@@ -213,8 +214,8 @@ def test_a_script_prints_what_its_ctrl_c_says(capsys):
         def main():
             raise KeyboardInterrupt(*([message] if message else []))
         return main
-    for message, line in (("SIGINT again: stopped at once; continue with: X", "SIGINT again: stopped at once; "
-                                                                              "continue with: X"), (None, "interrupted")):
+    said = "SIGINT again: stopped at once; continue with: X"
+    for message, line in ((said, said), (None, "interrupted")):
         with pytest.raises(SystemExit) as exit_:
             run_script(stopped(message))
         assert exit_.value.code == 130 and capsys.readouterr().err == line + "\n"
@@ -1066,8 +1067,9 @@ def test_resuming_a_finished_run_from_the_command_line_exits_0_with_that_line(tm
     done = subprocess.run([sys.executable, TRAIN_SCRIPT, "--resume", "--out", str(out), "--device", "cpu",
                            "--no-progress"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == ""
-    assert done.stdout.splitlines()[-1] == (f"nothing to do: the run in {out} already finished at step 3 (max_iters 3); "
-                                            "to train it longer, resume with a larger --max-iters (e.g. --max-iters 6)")
+    assert done.stdout.splitlines()[-1] == (f"nothing to do: the run in {out} already finished at step 3 "
+                                            "(max_iters 3); to train it longer, resume with a larger --max-iters "
+                                            "(e.g. --max-iters 6)")
     assert not any(line.startswith(("done:", "resuming from")) for line in done.stdout.splitlines())
 
 
