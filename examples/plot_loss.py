@@ -7,12 +7,12 @@ Each evaluation of gpt.train.run appends one line {"step", "train_loss", "val_lo
 Needs matplotlib (pip install -e ".[viz]").
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from gpt.checkpoint import read_metrics as read_metrics_lines  # noqa: E402
 from gpt.cli import ArgumentParser  # noqa: E402
 from gpt.cli import run as run_script  # noqa: E402
 
@@ -20,21 +20,18 @@ NEEDS_MATPLOTLIB = 'this script needs matplotlib: pip install -e ".[viz]"'
 
 
 def read_metrics(path):
-    """The evaluations in a metrics.jsonl, sorted by step (a step logged twice keeps its last line)."""
+    """The evaluations in a metrics.jsonl, sorted by step (a step logged twice keeps its last line).
+    A damaged line is dropped with a warning on stderr, as resuming the run drops it
+    (gpt.checkpoint.read_metrics, the one reader of the log)."""
     if not path.is_file():
         raise FileNotFoundError(f"no metrics at {str(path)!r}: train first "
                                 "(python examples/train_shakespeare.py --out DIR) and pass DIR")
-    rows = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rows[int(row["step"])] = (float(row["train_loss"]), float(row["val_loss"]))
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{n}: not a metrics line with step, train_loss and val_loss "
-                             f"({type(e).__name__}: {e})") from e
+    lines = read_metrics_lines(path, warn=lambda line: print(line, file=sys.stderr),
+                               require=("train_loss", "val_loss"))
+    rows = {int(row["step"]): (float(row["train_loss"]), float(row["val_loss"])) for row in lines}
     if not rows:
+        if path.read_text().strip():
+            raise ValueError(f"{str(path)!r} holds no good metrics line (the damaged ones are named above)")
         raise ValueError(f"{str(path)!r} is empty: the run has not finished its first evaluation yet")
     return sorted((step, tr, va) for step, (tr, va) in rows.items())
 

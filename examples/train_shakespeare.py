@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import tensorlite as tl  # noqa: E402
 from gpt import PRESETS, GPTConfig, TrainConfig, distributed, preset  # noqa: E402
-from gpt.checkpoint import CHECKPOINT, TrainingError, load_checkpoint, resume_settings  # noqa: E402
+from gpt.checkpoint import (CHANGEABLE_ON_RESUME, CHECKPOINT, TrainingError, load_checkpoint,  # noqa: E402
+                            resume_settings)
 from gpt.cli import ArgumentParser  # noqa: E402
 from gpt.cli import run as run_script  # noqa: E402
 from gpt.data import data_path, dataset_name, load_text  # noqa: E402
@@ -52,19 +53,25 @@ def preset_values(field, part):
     return "(" + ", ".join(f"{name} preset: {value}" for name, value in values.items()) + ")"
 
 
+HELP = {  # what a flag does, where its name does not say it
+    "tf32": "--no-tf32: float32 matmuls on cuda without TF32 tensor cores for this run (slower, full "
+            "float32); the default, --tf32, leaves TF32 on for Ampere and newer GPUs unless "
+            "TENSORLITE_TF32=0. Recorded in the checkpoint; may change on --resume. No effect on the CPU",
+}
+
+
 def add_dataclass_flags(parser, cls, part, title):
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         if f.name in SKIP:
             continue
         flag = "--" + f.name.replace("_", "-")
+        help = " ".join(filter(None, [HELP.get(f.name), preset_values(f.name, part)]))
         if f.type in (bool, "bool"):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=preset_values(f.name, part))
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            group.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
-                               help=preset_values(f.name, part))
+            group.add_argument(flag, type=kind, default=None, metavar=f.name.upper(), help=help)
 
 
 def parse_args(argv=None):
@@ -76,7 +83,8 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: cuda when CuPy sees a GPU, else cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="the settings to start from (default: lecture on cuda, cpu on cpu)")
+                   help="the settings to start from (default: lecture on cuda, cpu on cpu); with --resume "
+                        "the checkpoint's are used, and a preset that disagrees with them is refused")
     p.add_argument("--data", default=None,
                    help="the text file to train on (default: $TINYSHAKESPEARE_PATH or a download of Tiny "
                         "Shakespeare; with --resume, the checkpoint's)")
@@ -92,6 +100,21 @@ def parse_args(argv=None):
     add_dataclass_flags(p, GPTConfig, "model", "model (GPTConfig)")
     add_dataclass_flags(p, TrainConfig, "train", "training (TrainConfig)")
     return p.parse_args(argv)
+
+
+def check_preset_on_resume(name, state, given=()):
+    """--preset with --resume: the run goes on with the checkpoint's settings, so the preset
+    passes only if it agrees with them (a preset also names the default --out). Settings that
+    may change on resume, and those given as flags (checked on their own), are not compared."""
+    configs = preset(name, vocab_size=state["model_config"]["vocab_size"])
+    for part, config in zip(("model_config", "train_config"), configs):
+        for field, value in dataclasses.asdict(config).items():
+            saved = state[part].get(field)
+            if field in CHANGEABLE_ON_RESUME or field in given or saved == value:
+                continue
+            raise TrainingError(f"cannot resume with --preset {name}: its {field} is {value!r}, but the checkpoint "
+                                f"was trained with {field} = {saved!r}; --resume takes the settings from the "
+                                f"checkpoint, so leave out --preset (or pass another --out to start a {name} run)")
 
 
 def resume_command(args, out):
@@ -148,6 +171,8 @@ def train(args, world):
             raise TrainingError(f"nothing to resume: {out} holds no checkpoint ({CHECKPOINT}); "
                                 "leave out --resume to start a new run there")
         state = load_checkpoint(out / CHECKPOINT)
+        if args.preset is not None:
+            check_preset_on_resume(args.preset, state, given)
         model_cfg, train_cfg = resume_settings(state, model_given, train_given)
         if text is None:
             recorded = (state.get("data") or {}).get("path")

@@ -35,10 +35,11 @@ LOCK = "train.lock"
 FORMAT = "tensorlite-gpt/1"
 
 # What a resumed run may set differently from the checkpoint: how long it runs, how often it
-# evaluates and saves, where the cosine schedule ends, and what it prints. Everything else
-# (the model, the batch, the optimizer, the seed) would make it another run.
+# evaluates and saves, where the cosine schedule ends, what it prints, and whether cuda's
+# float32 matmuls may use TF32 (a precision of the hardware, as moving to another GPU is).
+# Everything else (the model, the batch, the optimizer, the seed) would make it another run.
 CHANGEABLE_ON_RESUME = ("max_iters", "eval_interval", "eval_iters", "checkpoint_interval",
-                        "lr_decay_iters", "sample_chars", "debug_nan")
+                        "lr_decay_iters", "sample_chars", "debug_nan", "tf32")
 
 
 class TrainingError(RuntimeError):
@@ -84,19 +85,28 @@ def load_checkpoint(path):
     return state
 
 
+def rng_snapshot(batch_rng):
+    """{"batches", "tensorlite"}: the batch generator's and tensorlite's (dropout's) states now.
+
+    The training loop takes one before each step draws its batch and dropout masks, and saves
+    that one with the step's state once the step's loss and gradients proved finite."""
+    return {"batches": batch_rng.bit_generator.state, "tensorlite": tl.backend.get_rng_state()}
+
+
 def training_state(step, best_val_loss, model, optimizer, batch_rng, model_config, train_config, vocab, data,
-                   ranks=None):
+                   ranks=None, rng=None):
     """What a checkpoint holds: everything an exact resume needs, and what the run trained on.
 
-    ranks: for a data-parallel run (gpt/distributed.py), every rank's RNG states in rank
-    order, [{"batches", "tensorlite"}]; saved as rng["ranks"] with "world_size" beside it.
+    rng: an rng_snapshot taken before step `step` drew anything (default: batch_rng's and
+    tensorlite's states now). ranks: for a data-parallel run (gpt/distributed.py), every
+    rank's snapshot in rank order; saved as rng["ranks"] with "world_size" beside it.
     """
     state = {
         "format": FORMAT, "step": step, "best_val_loss": best_val_loss,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "model_config": asdict(model_config), "train_config": asdict(train_config),
         "vocab": list(vocab), "data": data,
-        "rng": {"batches": batch_rng.bit_generator.state, "tensorlite": tl.backend.get_rng_state()},
+        "rng": dict(rng) if rng is not None else rng_snapshot(batch_rng),
     }
     if ranks is not None:
         state["world_size"] = len(ranks)
@@ -140,8 +150,8 @@ def first_nonfinite(state):
     """The name of the first weight or optimizer moment in a checkpoint dict that holds a NaN
     or an Inf, else None.
 
-    A non-finite gradient always leaves one behind after the update (AdamW: inf / sqrt(inf) is
-    NaN), so a state that passes was reached through finite gradients only."""
+    The training loop saves a state only after its own loss and gradients proved finite; this
+    is the last guard, for a value the loss does not read (an optimizer moment, say)."""
     for name, value in state["model"].items():
         if not np.isfinite(value).all():
             return name
@@ -218,32 +228,59 @@ def check_same_text(state, digest, data_path=None):
 
 # ================================ the metrics log ===========================================
 
-def truncate_metrics(path, step, warn=print):
-    """Keep the metrics lines of evaluations up to `step` (those the checkpoint saw).
+def read_metrics(path, warn=print, require=()):
+    """The lines of a metrics.jsonl as dicts, in order; [] if there is no such file.
 
-    A line that is not a JSON object with an integer step (a kill midway through writing it,
-    bytes appended by something else) is dropped with a warning naming the file and the line.
+    A line that is not a JSON object with an integer step (true and false are not integers)
+    and a number in each field of `require` (a kill midway through writing it, bytes appended
+    by something else) is dropped with a warning naming the file and the line. Resuming
+    (truncate_metrics) and examples/plot_loss.py read the log through this one reader.
     """
     path = Path(path)
     if not path.exists():
-        return
-    keep = []
+        return []
+    rows = []
     for n, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
+            if not (isinstance(row, dict) and _is_int(row.get("step"))):
                 raise ValueError("not an object with an integer step")
+            missing = [k for k in require if not _is_number(row.get(k))]
+            if missing:
+                raise ValueError(f"no number in {', '.join(missing)}")
         except ValueError as e:
             shown = line if len(line) <= 40 else line[:37] + "..."
             warn(f"warning: {path}:{n}: dropped a damaged line ({shown!r}: {e})")
             continue
-        if row["step"] <= step:
-            keep.append(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
+
+def truncate_metrics(path, step, warn=print):
+    """Keep the metrics lines of evaluations up to `step` (those the checkpoint saw); damaged
+    lines are dropped with a warning (see read_metrics)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = [json.dumps(row) for row in read_metrics(path, warn) if row["step"] <= step]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    except BaseException:  # the log is untouched; leave no half-written copy beside it
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ================================ one run per folder ========================================

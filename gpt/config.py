@@ -52,6 +52,7 @@ class TrainConfig:
     sample_chars: int = 500     # the sample printed at the end
     checkpoint_interval: int = 0  # also checkpoint every this many steps (0: at evaluations only)
     debug_nan: bool = False     # on a non-finite loss, name the first op that produced it
+    tf32: bool = True           # False: no TF32 matmuls on cuda for this run (True: the backend's setting)
 
     def __post_init__(self):
         for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):

@@ -326,13 +326,14 @@ class World:
                               "the run stops here (the last checkpoint is the last state they agreed on)")
         raise self._mark(error) if self.is_main else Stopped(str(error))
 
-    def rng_states(self, batch_rng):
-        """Every rank's RNG states (batches, tensorlite), gathered on rank 0 for the checkpoint:
-        a list by rank there, None on the other ranks and in a world of one process."""
+    def rng_states(self, snapshot):
+        """Every rank's RNG states, gathered on rank 0 for the checkpoint: each rank passes its
+        gpt.checkpoint.rng_snapshot ({"batches", "tensorlite"}, taken before the step being
+        saved drew anything); a list by rank on rank 0, None on the other ranks and in a
+        world of one process."""
         if self.size == 1:
             return None
-        return self.comm.gather({"batches": batch_rng.bit_generator.state,
-                                 "tensorlite": backend.get_rng_state()}, root=0)
+        return self.comm.gather(dict(snapshot), root=0)
 
     def on_main(self, action):
         """Run action() on rank 0 alone (saving, writing the metrics) and raise its error, if

@@ -7,12 +7,14 @@ Each evaluation prints the lecture's line, `step {i}: train loss {x:.4f}, val lo
 appends the same numbers to OUT/metrics.jsonl and checkpoints OUT/ckpt.pkl (gpt/checkpoint.py:
 atomic, so a killed run always leaves the last good checkpoint loadable). Resuming from it
 continues bit-identically on the CPU: the checkpoint holds the weights, the optimizer's
-moments, the step and every RNG state. Only a state reached through finite losses and
-gradients is ever saved, and one run at a time trains in a folder.
+moments, the step and every RNG state. A state is saved only once the loss and gradients
+computed from it proved finite (its step's, computed before the update; the last step's too),
+so the last good checkpoint always resumes; and one run at a time trains in a folder.
 """
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -21,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 import tensorlite as tl
-from tensorlite import backend
+from tensorlite import backend, kernels
 
 from . import distributed
 from .checkpoint import (CHECKPOINT, FORMAT, LOCK, METRICS, RunLock, TrainingError,  # noqa: F401 (gpt.train.*)
                          check_resume, check_same_text, first_nonfinite, load_checkpoint,
                          check_world_size, model_from_checkpoint, restore_training_state, resume_settings,
-                         save_checkpoint, training_state, truncate_metrics)
+                         rng_snapshot, save_checkpoint, training_state, truncate_metrics)
 from .config import memory_estimate
 from .data import CharTokenizer, get_batch, text_sha256, train_val_split
 from .model import GPT
@@ -59,8 +61,9 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, seed):
 # ==================================== the loop ===========================================
 
 class _StopRequest:
-    """Turns Ctrl-C (SIGINT) and SIGTERM into a flag checked between steps, so the run stops
-    on a consistent state and saves it. A second Ctrl-C interrupts at once."""
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a flag, read once a step's loss and gradients
+    proved finite, so the run stops on that step's state, known good, and saves it before the
+    update. A second Ctrl-C interrupts at once (its message: see stopped_at_once in _run)."""
 
     def __init__(self):
         self.requested = None
@@ -98,6 +101,11 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
         progress=True, log=print, data_path=None, resume_command=None):
     """Train a GPT on text in out_dir; returns {"step", "train_loss", "val_loss", "sample",
     "seconds", "interrupted"} ("interrupted": "SIGINT" or "SIGTERM" when a signal stopped it).
+    Resuming a run already at max_iters trains nothing: it logs one line saying so and how to
+    go on, and returns its step with "already_finished": True (and no losses).
+
+    train_config.tf32 False turns TF32 matmuls off on cuda for the run (True leaves
+    tensorlite.backend's setting: on, unless TENSORLITE_TF32=0); the setting is put back after.
 
     A new run refuses an out_dir holding a checkpoint unless overwrite=True (which replaces
     it); resume=True continues that checkpoint, with only the settings in
@@ -118,21 +126,90 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise NotADirectoryError(f"output folder {str(out_dir)!r} is a file, not a folder")
-        created = world.is_main and not out_dir.exists()
+        created = []    # the folders this run makes, out_dir first, then the parents it needed
         if world.is_main:
+            folder = out_dir
+            while not folder.exists() and folder != folder.parent:
+                created.append(folder)
+                folder = folder.parent
             out_dir.mkdir(parents=True, exist_ok=True)
+        tf32_before = backend.tf32_enabled()
         try:
+            if not train_config.tf32:   # --no-tf32: full float32 matmuls on cuda for this run
+                backend.set_tf32(False)
             with RunLock(out_dir) if world.is_main else contextlib.nullcontext():
                 return _run(model_config, train_config, text, out_dir, device, resume, overwrite, progress,
                             log, data_path, resume_command, world)
         except BaseException:
-            if created and not any(out_dir.iterdir()):  # a run refused at the start leaves no empty folder
-                out_dir.rmdir()
+            for folder in created:   # a run refused at the start leaves no empty folder (nor out/ above it)
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
             raise
+        finally:
+            if backend.tf32_enabled() != tf32_before:
+                backend.set_tf32(tf32_before)
 
 
 def _quiet(*args, **kwargs):
     """The log of ranks other than 0: rank 0 says everything once."""
+
+
+def _occupied(out_dir, ckpt_path, digest):
+    """The refusal of a new run in a folder holding one: the run there (its step, and its data
+    when that is not this run's text) and the three ways on."""
+    try:
+        state = load_checkpoint(ckpt_path)
+    except Exception as e:  # damaged, or not ours: say what it is, refuse all the same
+        what = f"({CHECKPOINT}, which cannot be read: {e})"
+        state = None
+    else:
+        data = state.get("data") or {}
+        what = f"({CHECKPOINT}, at step {state.get('step')}"
+        if data.get("sha256") and data["sha256"] != digest:
+            origin = f"{data['path']!r}" if data.get("path") else f"a text with sha256 {data['sha256'][:12]}..."
+            what += f", trained on other data: {origin})"
+        else:
+            what += ", on this data)"
+    other = state is not None and (state.get("data") or {}).get("sha256") not in (None, digest)
+    ways = ("pass another --out for the new run, --overwrite to replace that run, or --resume to continue it "
+            "on its own data" if other else
+            "pass --resume to continue it, --overwrite to replace it with a new run, or another --out")
+    return TrainingError(f"{out_dir} already holds a training run {what}: {ways}")
+
+
+def _file_id(path):
+    """What tells one version of a file from the next (inode, size, mtime), or None if absent."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _explained(kind, explain):
+    """Re-raise an exception of `kind` from the block as kind(explain()): a second Ctrl-C
+    becomes a KeyboardInterrupt whose message says what was saved and how to continue."""
+    try:
+        yield
+    except kind:
+        raise kind(explain()) from None
+
+
+def _write_failed(what, error, intact):
+    """One line for a failed write (a full disk, a file-size limit): what failed, the system's
+    reason, and what is still intact."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return TrainingError(f"{what}: {reason}; {intact}")
+
+
+def _unwarned():
+    """NumPy's overflow, invalid-value and division warnings off, around a training step's and
+    an evaluation's arithmetic: the loop checks the loss, the gradient norm and the evaluation
+    for NaN and Inf itself and stops with one line naming the step, so a diverging run does not
+    print a screen of RuntimeWarnings first. Elsewhere the warnings stay as they were."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
 def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, log, data_path, resume_command,
@@ -143,18 +220,26 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             raise TrainingError(f"nothing to resume: {out_dir} holds no checkpoint ({CHECKPOINT}); "
                                 "leave out --resume to start a new run there")
         state = load_checkpoint(ckpt_path)
-        log(f"resuming from {ckpt_path} at step {state['step']}")
+        finished = state["step"] == tc.max_iters
+        if not finished:
+            log(f"resuming from {ckpt_path} at step {state['step']}")
         tc = check_resume(state, model_config, tc, log)
         check_world_size(state, world.size)
         tokenizer = CharTokenizer.from_chars(state["vocab"])
     else:
         if ckpt_path.exists() and not overwrite:
-            raise TrainingError(f"{out_dir} already holds a training run ({CHECKPOINT}): pass --resume "
-                                "to continue it, or --overwrite to replace it with a new run")
+            raise _occupied(out_dir, ckpt_path, text_sha256(text))
         tokenizer = CharTokenizer(text)
     digest = text_sha256(text)
     if resume:
         check_same_text(state, digest, data_path)
+        if finished:   # nothing to train: say so, and how to go on
+            n = state["step"]
+            world.started()
+            log(f"nothing to do: the run in {out_dir} already finished at step {n} (max_iters {n}); to train "
+                f"it longer, resume with a larger --max-iters (e.g. --max-iters {max(2 * n, n + 1)})")
+            return {"step": n, "train_loss": None, "val_loss": None, "seconds": 0.0, "sample": None,
+                    "interrupted": None, "already_finished": True}
     if tokenizer.vocab_size != model_config.vocab_size:
         raise ValueError(f"GPTConfig.vocab_size is {model_config.vocab_size} but the text has "
                          f"{tokenizer.vocab_size} distinct characters")
@@ -184,7 +269,11 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
         step, best_val = restore_training_state(state, model, optimizer, batch_rng, rank=world.rank)
         saved_step = step
         if world.is_main:
-            truncate_metrics(metrics_path, step, log)  # evaluations after the checkpoint are redone
+            try:
+                truncate_metrics(metrics_path, step, log)  # evaluations after the checkpoint are redone
+            except OSError as e:
+                raise _write_failed(f"could not rewrite {metrics_path} for the resume", e,
+                                    f"the checkpoint (step {step}) in {ckpt_path} and that file are intact") from e
         del state
     elif world.is_main:
         for old in (metrics_path, ckpt_path):       # a new run starts a new log (and --overwrite
@@ -200,22 +289,47 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
             return "; no checkpoint was saved"
         return f"; the last good checkpoint (step {saved_step}) is {ckpt_path}"
 
-    def checkpoint(at_step):
-        nonlocal saved_step
-        world.check_identical(model, f"step {at_step}")
-        ranks = world.rng_states(batch_rng)   # every rank's batch and dropout streams (None: one process)
+    def intact(which="previous"):
+        if saved_step is None:
+            return "no checkpoint was saved before it"
+        return f"the {which} checkpoint (step {saved_step}) in {ckpt_path} is intact"
 
-        def save():                           # on rank 0 alone; its error is raised on every rank
+    saving, saved_file = None, _file_id(ckpt_path)   # the step being saved; the file the last save left
+
+    def stopped_at_once():
+        """The line for a second Ctrl-C, which stops at once, even midway through a save."""
+        last = saved_step
+        if saving is not None and _file_id(ckpt_path) != saved_file:
+            last = saving   # it struck after the new file was in place
+        where = f" while saving step {saving}" if saving is not None else ""
+        if last is None:
+            return f"SIGINT again{where}: stopped at once; no checkpoint was saved, so a new run starts over"
+        return (f"SIGINT again{where}: stopped at once; the last checkpoint (step {last}) in {ckpt_path} is "
+                f"intact; continue with: {resume_command or 'the same call with resume=True'}")
+
+    def checkpoint(at_step, rng):
+        """Save the state of step at_step, whose loss and gradients were just found finite; rng:
+        this rank's rng_snapshot from before the step drew its batch and dropout masks."""
+        nonlocal saved_step, saving, saved_file
+        world.check_identical(model, f"step {at_step}")
+        ranks = world.rng_states(rng)   # every rank's batch and dropout streams (None: one process)
+
+        def save():                     # on rank 0 alone; its error is raised on every rank
             state = training_state(at_step, best_val, model, optimizer, batch_rng, model_config, tc,
-                                   tokenizer.chars, data_record, ranks=ranks)
+                                   tokenizer.chars, data_record, ranks=ranks, rng=rng)
             bad = first_nonfinite(state)
-            if bad is not None:   # a non-finite gradient or update in the step before: never save that
+            if bad is not None:   # a weight the loss does not read, or a moment, overflowed: never save that
                 raise TrainingError(f"step {at_step}: {bad} is not finite after the update of step {at_step - 1} "
                                     "(its gradient or the update overflowed), so this state was not saved"
                                     + last_good())
-            save_checkpoint(ckpt_path, state)
+            try:
+                save_checkpoint(ckpt_path, state)   # atomic: on failure the previous file is untouched
+            except OSError as e:
+                raise _write_failed(f"could not save the checkpoint of step {at_step} to {ckpt_path}", e,
+                                    intact()) from e
+        saving = at_step
         world.on_main(save)
-        saved_step = at_step
+        saved_step, saving, saved_file = at_step, None, _file_id(ckpt_path)
 
     B, T = tc.batch_size, model_config.block_size
     bar = _progress_bar(tc.max_iters, step, progress)
@@ -225,14 +339,20 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
     interrupted = None
     model.train()
     world.started()   # every rank is ready, or every rank stops here with the first one's error
-    with _StopRequest() as stop:
+    # Each step: evaluate (at an evaluation step), compute the loss and gradients, check them,
+    # and only then save the state they came from (a checkpoint of step s is one whose own
+    # loss and gradients were finite), then update. The last step computes them too, unused,
+    # so that the final checkpoint passes the same check; a signal saves the same way.
+    with _explained(KeyboardInterrupt, stopped_at_once), _StopRequest() as stop:
         while True:
             if schedule is not None:
                 schedule.step(min(step, tc.max_iters - 1))
             at_eval = step % tc.eval_interval == 0 or step == tc.max_iters
             if at_eval and step != resumed_at:  # a resumed run already evaluated its first step
-                losses = world.mean(estimate_loss(model, {"train": train_data, "val": val_data}, tc.eval_iters,
-                                                  B, T, seed=distributed.rank_seed(tc.seed + step, world.rank)))
+                with _unwarned():
+                    losses = estimate_loss(model, {"train": train_data, "val": val_data}, tc.eval_iters, B, T,
+                                           seed=distributed.rank_seed(tc.seed + step, world.rank))
+                losses = world.mean(losses)
                 write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise TrainingError(f"step {step}: the evaluation loss is not finite ({losses})"
@@ -240,42 +360,53 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                 best_val = min(best_val, losses["val"])
 
                 def append_metrics():
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
-                                            "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
-                                            "elapsed_s": time.perf_counter() - t_start}) + "\n")
+                    line = json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
+                                       "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
+                                       "elapsed_s": time.perf_counter() - t_start}) + "\n"
+                    try:
+                        with open(metrics_path, "a") as f:
+                            f.write(line)
+                    except OSError as e:  # a partial line left there is dropped (with a warning) on resume
+                        raise _write_failed(f"could not append step {step}'s evaluation to {metrics_path}", e,
+                                            intact("last")) from e
                 world.on_main(append_metrics)
-                checkpoint(step)
-            elif tc.checkpoint_interval and step % tc.checkpoint_interval == 0 and step != resumed_at:
-                checkpoint(step)
-            if step >= tc.max_iters:
-                break
-            if world.stop_requested(stop.requested):   # with several ranks: the one they agreed on
-                if saved_step != step:
-                    checkpoint(step)
-                interrupted = world.stop_requested(stop.requested)
-                write(f"{interrupted}: interrupted at step {step}, saved a checkpoint in {ckpt_path}; "
-                      f"continue with: {resume_command or 'the same call with resume=True'}")
-                break
+            due = at_eval or step >= tc.max_iters or (tc.checkpoint_interval and step % tc.checkpoint_interval == 0)
 
             t0 = time.perf_counter()
+            rng_before = rng_snapshot(batch_rng)  # what a checkpoint of this step resumes from
             x, y = get_batch(train_data, B, T, batch_rng)
-            _, loss = model(x, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.gather_grads()             # each group's gradients in one flat buffer
-            world.average_gradients(optimizer)   # data-parallel: the ranks' mean, before clipping
-            norm = tl.optim.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip else None
-            # the step's one host sync: the loss, the norm and the deferred id checks in one read
-            loss_value, norm_value = backend.item(loss, norm) if norm is not None else (backend.item(loss), None)
+            with _unwarned():
+                _, loss = model(x, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.gather_grads()             # each group's gradients in one flat buffer
+                world.average_gradients(optimizer)   # data-parallel: the ranks' mean, before clipping
+                if tc.grad_clip:
+                    norm = tl.optim.clip_grad_norm_(params, tc.grad_clip)
+                else:                                # not clipped, but checked all the same
+                    flat = optimizer.gather_grads()
+                    norm = kernels.resolve(tl.optim.grad_norm, backend.device_of(flat[0]))(flat)
+                # the step's one host sync: the loss, the norm and the deferred id checks in one read
+                loss_value, norm_value = backend.item(loss, norm)
             loss_value = world.mean_loss(loss_value, stop.requested)  # the ranks' mean (one process: itself)
             if not math.isfinite(loss_value):
                 raise TrainingError(f"step {step}: the loss is {loss_value}"
                                     + _first_nonfinite_op(model, x, y, tc.debug_nan) + last_good())
-            if norm_value is not None and not math.isfinite(norm_value):
+            if not math.isfinite(norm_value):
                 raise TrainingError(f"step {step}: the gradient norm is {norm_value}"
                                     + _first_nonfinite_op(model, x, y, tc.debug_nan) + last_good())
-            optimizer.step()
+            stopping = step < tc.max_iters and world.stop_requested(stop.requested)  # with several ranks: agreed
+            if (due or stopping) and saved_step != step:
+                checkpoint(step, rng_before)
+            if step >= tc.max_iters:
+                break
+            if stopping:
+                interrupted = stopping
+                write(f"{interrupted}: interrupted at step {step}, saved a checkpoint in {ckpt_path}; "
+                      f"continue with: {resume_command or 'the same call with resume=True'}")
+                break
+            with _unwarned():
+                optimizer.step()
             step += 1
             tokens_per_s = world.size * B * T / (time.perf_counter() - t0)
             if bar is not None:
@@ -286,7 +417,7 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
 
     seconds = time.perf_counter() - t_start
     result = {"step": step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
-              "seconds": seconds, "sample": None, "interrupted": interrupted}
+              "seconds": seconds, "sample": None, "interrupted": interrupted, "already_finished": False}
     if step >= tc.max_iters and tc.sample_chars and world.is_main:
         start = np.array([[tokenizer.stoi.get("\n", 0)]])
         ids = model.generate(start, tc.sample_chars, seed=tc.seed)
@@ -346,7 +477,7 @@ def _first_nonfinite_op(model, x, y, debug):
     if not debug:
         return " (run with --debug-nan to name the op that produced it)"
     try:
-        with tl.detect_anomaly():
+        with tl.detect_anomaly(), _unwarned():
             _, loss = model(x, y)
             loss.backward()
     except FloatingPointError as e:

@@ -139,6 +139,11 @@ class Function:
         except ValueError as e:
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
             raise ValueError(f"{cls.__name__}: {e} (input shapes {shapes})") from e
+        if getattr(y, "shape", None) is None or getattr(y, "dtype", None) is None:
+            shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+            hint = " (a missing `return`?)" if y is None else ""
+            raise TypeError(f"{cls.__name__}.forward returned {type(y).__name__}{hint}, not an array: it must "
+                            f"return the output array (input shapes {shapes})")
         if _anomaly:
             _check_finite(fn, "forward", (y,), arrays)
         if isinstance(y, np.generic):  # NumPy gives 0-d results as scalars: keep an array

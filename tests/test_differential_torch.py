@@ -12,8 +12,15 @@ Where the two libraries differ on purpose, the test says so and compares with th
 that means the same: F.max splits the gradient evenly between tied maxima, as torch.amax does;
 torch.max(x, dim) gives it all to the one index it returns (test_max_ties_split_as_amax).
 
-Needs torch: the CPU wheel is enough (pip install torch --index-url
-https://download.pytorch.org/whl/cpu), and CI installs it (.ci/run). Skipped, saying so, without it.
+Needs torch, which CI does not install: .ci/run installs only ".[test]", and PyPI's Linux torch
+is a multi-GB CUDA build. To run them, install the CPU wheel, as README.md says (PyTorch 2.13.0
+here), then run this file:
+
+    pip install torch --index-url https://download.pytorch.org/whl/cpu
+    python -m pytest tests/test_differential_torch.py
+
+Without torch the whole file is skipped, with the reason "PyTorch is not installed: ..." and
+that pip command.
 """
 import math
 import operator

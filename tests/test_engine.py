@@ -325,6 +325,22 @@ def test_a_scatter_gradient_of_the_wrong_shape_names_the_op():
         run_backward(op)
 
 
+@pytest.mark.parametrize("returned, said", [(None, r"NoneType \(a missing `return`\?\)"), (3.0, "float"),
+                                             ([1.0, 2.0], "list")])
+def test_a_forward_that_returns_no_array_names_the_op_at_once(returned, said):
+    """It failed later, naming nothing: AttributeError 'NoneType' object has no attribute 'dtype'."""
+    class NoOutput(tl.Function):
+        def forward(self, x):
+            self.x = x
+            return returned
+
+        def backward(self, gy):
+            return gy
+    with pytest.raises(TypeError, match=rf"^NoOutput\.forward returned {said}, not an array: it must return the "
+                                        rf"output array \(input shapes \(3,\)\)$"):
+        NoOutput.apply(tl.tensor(np.ones(3), requires_grad=True))
+
+
 def test_a_function_without_backward_says_what_to_define():
     class NoBackward(tl.Function):
         def forward(self, x):

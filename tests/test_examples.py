@@ -17,8 +17,9 @@ import pytest
 
 import tensorlite as tl
 from gpt import GPTConfig, TrainConfig
+from gpt import preset as gpt_preset
 from gpt import data as gpt_data
-from gpt.train import CHECKPOINT, METRICS, load_checkpoint
+from gpt.train import CHECKPOINT, METRICS, TrainingError, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -133,6 +134,31 @@ def test_train_help_lists_a_flag_for_every_setting():
 
 
 @pytest.mark.skipif(tl.gpu_available(), reason="CuPy sees a GPU here: --device cuda works")
+def test_train_no_tf32_turns_tf32_off_for_the_run_and_records_it(data_file, tmp_path, monkeypatch):
+    """--no-tf32 is parsed into TrainConfig.tf32, the backend's TF32 setting is off while the run
+    trains (seen at each evaluation), back as it was afterwards, and the checkpoint records it;
+    --resume may turn it on again. On the CPU it changes no number."""
+    import gpt.train
+    train_script = load_example("train_shakespeare")
+    assert train_script.parse_args(["--no-tf32"]).tf32 is False
+    assert train_script.parse_args([]).tf32 is None                       # the preset's: True
+    assert "No effect on the CPU" in train_script.HELP["tf32"]
+    seen, estimate = [], gpt.train.estimate_loss
+
+    def estimate_and_look(*args, **kwargs):
+        seen.append(tl.backend.tf32_enabled())
+        return estimate(*args, **kwargs)
+    monkeypatch.setattr(gpt.train, "estimate_loss", estimate_and_look)
+    monkeypatch.setitem(tl.backend._tf32, "enabled", True)
+    out = tmp_path / "out"
+    flags = ["--data", str(data_file), "--out", str(out), *TINY_FLAGS, "--eval-interval", "2"]
+    assert train_script.main([*flags, "--max-iters", "2", "--no-tf32"]) == 0
+    assert seen == [False, False] and tl.backend.tf32_enabled()
+    assert load_checkpoint(out)["train_config"]["tf32"] is False
+    assert train_script.main([*flags, "--max-iters", "4", "--resume", "--tf32"]) == 0
+    assert seen[2:] == [True] and load_checkpoint(out)["train_config"]["tf32"] is True
+
+
 def test_train_on_cuda_without_cupy_says_what_to_install(data_file):
     proc = script("train_shakespeare.py", "--device", "cuda", "--data", data_file)
     assert proc.returncode != 0
@@ -221,6 +247,24 @@ def test_train_resume_restores_the_settings_data_and_vocabulary(tiny_run, tmp_pa
     assert after["train_config"] == {**before["train_config"], **moved}
 
 
+def test_train_resume_refuses_a_preset_that_disagrees_with_the_checkpoint(tiny_run):
+    """--preset was silently ignored with --resume; now a preset whose settings differ from the
+    checkpoint's is refused, naming the first field, and one that agrees passes."""
+    train_script = load_example("train_shakespeare")
+    with pytest.raises(TrainingError, match=r"^cannot resume with --preset cpu: its block_size is 64, but the "
+                                            r"checkpoint was trained with block_size = 16; --resume takes the "
+                                            r"settings from the checkpoint, so leave out --preset"):
+        train_script.main(["--resume", "--out", str(tiny_run), "--device", "cpu", "--preset", "cpu"])
+    state = load_checkpoint(tiny_run)
+    train_script.check_preset_on_resume("cpu", state, given={"n_layer", "n_head", "n_embd", "block_size",
+                                                              "batch_size", "eval_iters", "sample_chars"})
+    lecture_model, lecture_train = gpt_preset("lecture", vocab_size=state["model_config"]["vocab_size"],
+                                              max_iters=7)
+    agreeing = {**state, "model_config": dataclasses.asdict(lecture_model),
+                "train_config": dataclasses.asdict(lecture_train)}
+    train_script.check_preset_on_resume("lecture", agreeing)   # max_iters may differ: it can change on resume
+
+
 def test_train_resume_refuses_a_data_file_that_changed_or_is_gone(tmp_path, data_file):
     data = tmp_path / "mytext.txt"
     shutil.copy(data_file, data)
@@ -304,6 +348,9 @@ def test_a_misspelt_flag_gets_one_line_with_did_you_mean():
     ("plot_loss", ["run", "--titel", "x"], "--title"),
     ("attention_map", ["--checkpoint", "x", "--promt", "ROMEO"], "--prompt"),
     ("draw_graph", ["--ot", "graphs"], "--out"),
+    ("train_shakespeare", ["--lr", "0.1"], "--learning-rate"),    # was "ambiguous: --lr-decay, --lr-decay-iters"
+    ("train_shakespeare", ["--max", "5"], "--max-iters"),         # was taken silently for --max-iters
+    ("train_shakespeare", ["--bs", "8"], "--block-size or --batch-size"),
 ])
 def test_every_example_suggests_the_flag_it_knows(capsys, name, argv, suggestion):
     with pytest.raises(SystemExit) as exit:
@@ -402,3 +449,19 @@ def test_bench_train_matmul_list_has_the_model_flops(preset):
 def test_bench_train_rejects_bad_counts(flag, value):
     proc = bench_train(flag, value, "--no-torch")
     assert proc.returncode == 2 and "must be at least" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_pytorch_comparisons_say_how_to_run_them():
+    """tests/test_differential_torch.py is skipped where torch is missing, CI included: its
+    docstring and its skip reason give README's pip command, and claim no CI install."""
+    import ast
+    path = REPO / "tests" / "test_differential_torch.py"
+    source = path.read_text()
+    doc = ast.get_docstring(ast.parse(source))
+    command = re.search(r"`(pip install torch [^`]+)`", (REPO / "README.md").read_text())[1]
+    assert command in doc and "python -m pytest tests/test_differential_torch.py" in doc
+    assert "torch" not in (REPO / ".ci" / "run").read_text()
+    assert "CI installs" not in doc and "CI does not install" in doc
+    reason = re.search(r'importorskip\("torch", reason=((?:"[^"]*"\s*)+)\)', source)[1]
+    reason = "".join(re.findall(r'"([^"]*)"', reason))
+    assert reason.startswith("PyTorch is not installed: ") and reason.endswith(command + ")")

@@ -56,6 +56,14 @@ def test_the_cli_names_unknown_ops(capsys):
     assert "unknown op(s) softmaxx" in capsys.readouterr().err
 
 
+def test_the_cli_suggests_the_flag_a_misspelt_one_means(capsys):
+    """One line with "did you mean", as the example scripts' (the same parser), not argparse's usage dump."""
+    with pytest.raises(SystemExit) as e:
+        main(["--devcie", "cpu"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: unrecognized argument --devcie (did you mean --device?); see --help\n"
+
+
 @pytest.mark.skipif(tl.gpu_available(), reason="CuPy sees a GPU here: --device cuda runs the checks")
 def test_the_cli_on_cuda_without_a_gpu_says_so_in_one_line(capsys):
     assert main(["--device", "cuda"]) == 1

@@ -5,6 +5,7 @@ change, one run per folder, damaged metrics, and the errors users meet.
 Every run trains a 1-layer, 16-wide GPT on a made-up text, so it takes a fraction of a second.
 The subprocess tests drive examples/train_shakespeare.py, as a user would.
 """
+import errno
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -162,6 +164,63 @@ def test_resume_after_ctrl_c_is_exact_with_lr_decay_warmup_and_grad_clip(tmp_pat
     assert_same_state(load_checkpoint(tmp_path / "one-go"), load_checkpoint(tmp_path / "stopped"))
 
 
+@pytest.mark.parametrize("landed", [False, True], ids=["midway through the save", "just after the rename"])
+def test_a_second_ctrl_c_while_saving_names_the_intact_checkpoint_and_how_to_continue(tmp_path, monkeypatch, landed):
+    """Ctrl-C at step 10, then Ctrl-C again while step 10 is being saved: the run stops at once,
+    saying which checkpoint is intact (step 5's, or step 10's when the new file was already in
+    place) and the command that continues it, which does."""
+    pressed = []
+
+    def press_ctrl_c_at_step_10(line):
+        if line.startswith("step 10:"):
+            pressed.append(1)
+            signal.raise_signal(signal.SIGINT)
+    if landed:
+        import gpt.checkpoint
+        replace = os.replace
+
+        def replace_then_ctrl_c(src, dst):
+            replace(src, dst)
+            if pressed and Path(dst).name == CHECKPOINT:
+                signal.raise_signal(signal.SIGINT)
+        monkeypatch.setattr(gpt.checkpoint.os, "replace", replace_then_ctrl_c)
+    else:
+        dump = pickle.dump
+
+        def dump_with_ctrl_c(obj, f, protocol=None):
+            if pressed:
+                f.write(b"half a pickle")
+                signal.raise_signal(signal.SIGINT)
+            dump(obj, f, protocol)
+        monkeypatch.setattr(pickle, "dump", dump_with_ctrl_c)
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(tmp_path, log=press_ctrl_c_at_step_10)
+    monkeypatch.undo()
+    last = 10 if landed else 5
+    assert str(stopped.value) == (f"SIGINT again while saving step 10: stopped at once; the last checkpoint "
+                                  f"(step {last}) in {tmp_path / CHECKPOINT} is intact; continue with: the same "
+                                  "call with resume=True")
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    assert load_checkpoint(tmp_path)["step"] == last
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT, METRICS]
+    assert train(tmp_path, resume=True)[0]["step"] == 20
+
+
+def test_a_script_prints_what_its_ctrl_c_says(capsys):
+    from gpt.cli import run as run_script
+
+    def stopped(message):
+        def main():
+            raise KeyboardInterrupt(*([message] if message else []))
+        return main
+    said = "SIGINT again: stopped at once; continue with: X"
+    for message, line in ((said, said), (None, "interrupted")):
+        with pytest.raises(SystemExit) as exit_:
+            run_script(stopped(message))
+        assert exit_.value.code == 130 and capsys.readouterr().err == line + "\n"
+
+
 def test_resume_to_a_larger_max_iters_is_exact_with_lr_decay(tmp_path):
     settings = dict(dropout=0.2, lr_decay=True, warmup_iters=4, min_lr=1e-4, grad_clip=0.5, lr_decay_iters=20)
     _, one_go = train(tmp_path / "one-go", **settings)
@@ -264,6 +323,76 @@ def test_a_save_that_fails_midway_keeps_the_previous_checkpoint(trained, monkeyp
     assert sorted(os.listdir(trained)) == [CHECKPOINT, METRICS]
 
 
+def no_space(*args):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_naming_the_file_and_the_intact_one(tmp_path, monkeypatch):
+    """The save of step 15 runs out of space midway: one line naming ckpt.pkl and the reason,
+    saying step 10's checkpoint is intact, which it is; nothing half-written is left; resume goes on."""
+    dump = pickle.dump
+
+    def dump_out_of_space_at_step_15(obj, f, protocol=None):
+        if isinstance(obj, dict) and obj.get("step") == 15:
+            f.write(pickle.dumps(obj, protocol)[:1000])
+            raise no_space()
+        dump(obj, f, protocol)
+    monkeypatch.setattr(pickle, "dump", dump_out_of_space_at_step_15)
+    ckpt = re.escape(str(tmp_path / CHECKPOINT))
+    with pytest.raises(TrainingError, match=rf"^could not save the checkpoint of step 15 to {ckpt}: No space left on "
+                                            rf"device; the previous checkpoint \(step 10\) in {ckpt} is intact$"):
+        train(tmp_path)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["step"] == 10
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT, METRICS]
+    assert train(tmp_path, resume=True)[0]["step"] == 20
+
+
+def test_a_full_disk_at_a_metrics_line_is_one_line_naming_the_file_and_the_intact_checkpoint(tmp_path, monkeypatch):
+    real_open = open
+
+    def open_out_of_space_for_step_10(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if Path(path).name == METRICS and "a" in mode:
+            write = f.write
+
+            def write_or_fail(text):
+                if json.loads(text)["step"] == 10:
+                    write(text[:7])
+                    raise no_space()
+                return write(text)
+            f.write = write_or_fail
+        return f
+    monkeypatch.setattr(gpt.train, "open", open_out_of_space_for_step_10, raising=False)
+    metrics, ckpt = re.escape(str(tmp_path / METRICS)), re.escape(str(tmp_path / CHECKPOINT))
+    with pytest.raises(TrainingError, match=rf"^could not append step 10's evaluation to {metrics}: No space left on "
+                                            rf"device; the last checkpoint \(step 5\) in {ckpt} is intact$"):
+        train(tmp_path)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["step"] == 5
+    result, lines = train(tmp_path, resume=True)          # the partial line is dropped, with a warning
+    assert result["step"] == 20 and any(line.startswith(f"warning: {tmp_path / METRICS}:3:") for line in lines)
+    assert [m["step"] for m in read_metrics(tmp_path)] == [0, 5, 10, 15, 20]
+
+
+def test_a_full_disk_while_resuming_the_metrics_log_is_one_line(tmp_path, monkeypatch):
+    train(tmp_path, max_iters=10)
+    before = (tmp_path / METRICS).read_bytes()
+    write_text = Path.write_text
+
+    def write_text_out_of_space(self, data, *args, **kwargs):
+        write_text(self, data[:5], *args, **kwargs)
+        raise no_space()
+    monkeypatch.setattr(Path, "write_text", write_text_out_of_space)
+    with pytest.raises(TrainingError, match=rf"^could not rewrite {re.escape(str(tmp_path / METRICS))} for the resume: "
+                                            r"No space left on device; the checkpoint \(step 10\) in .* and that file "
+                                            r"are intact$"):
+        train(tmp_path, resume=True)
+    monkeypatch.undo()
+    assert (tmp_path / METRICS).read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT, METRICS]
+
+
 # ---- a run killed at any moment, Ctrl-C and SIGTERM -----------------------------------------
 
 TINY_FLAGS = ["--device", "cpu", "--no-progress", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
@@ -319,6 +448,24 @@ def resume_to(data, out, max_iters, *flags):
     cmd = [sys.executable, TRAIN_SCRIPT, "--data", str(data), "--out", str(out), *TINY_FLAGS,
            "--resume", "--max-iters", str(max_iters), *flags]
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+
+
+def test_a_file_size_limit_on_resume_is_one_error_line(data_file, tmp_path):
+    """A real failed write: RLIMIT_FSIZE (ulimit -f) half a checkpoint, so the first save of the
+    resumed run fails with EFBIG. One line, exit status 1, the checkpoint still step 3's."""
+    import resource
+    out = tmp_path / "out"
+    first = subprocess.run([sys.executable, TRAIN_SCRIPT, "--data", str(data_file), "--out", str(out), *TINY_FLAGS,
+                            "--max-iters", "3"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    limit = (out / CHECKPOINT).stat().st_size // 2
+    cmd = [sys.executable, TRAIN_SCRIPT, "--resume", "--out", str(out), "--max-iters", "6", "--no-progress"]
+    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert done.returncode == 1
+    assert done.stderr == (f"error: could not save the checkpoint of step 4 to {out / CHECKPOINT}: File too large; "
+                           f"the previous checkpoint (step 3) in {out / CHECKPOINT} is intact\n")
+    assert load_checkpoint(out)["step"] == 3
 
 
 def assert_consistent_checkpoint(out, text):
@@ -409,10 +556,13 @@ def test_ctrl_c_and_sigterm_save_a_checkpoint_and_exit_128_plus_the_signal(start
 
 # ---- non-finite losses ----------------------------------------------------------------------
 
-def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_update=None):
-    """gpt.train.GPT, but `parameter` is filled with NaN just before the training forward pass of
-    step `at_step`, or just after the optimizer update number `after_update`; or its gradient is
-    filled with Inf just before update number `inf_gradient_at_update` (the loss stays finite).
+def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_update=None, value=np.nan,
+                 then=None, inf_gradient_at_step=None):
+    """gpt.train.GPT, but `parameter` is filled with NaN (or `value`) just before the training
+    forward pass of step `at_step`, or just after the optimizer update number `after_update`
+    (and then `then()` is called); or its gradient is filled with Inf just before update number
+    `inf_gradient_at_update`, or as step `inf_gradient_at_step` gathers its gradients (the loss
+    stays finite).
 
     A huge learning rate does produce NaN, but after a number of steps that depends on every
     op's rounding; poisoning a chosen weight at a chosen step is exact, and chooses which op
@@ -422,12 +572,18 @@ def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_upd
             if self.training and tl.is_grad_enabled():               # a training step, not evaluation
                 self.steps_seen = getattr(self, "steps_seen", 0) + 1
                 if at_step is not None and self.steps_seen == at_step + 1:
-                    dict(self.named_parameters())[parameter].data[...] = np.nan
+                    dict(self.named_parameters())[parameter].data[...] = value
             return super().forward(idx, targets, cache)
 
         def configure_optimizer(self, *args, **kwargs):
             optimizer = super().configure_optimizer(*args, **kwargs)
-            update, updates = optimizer.step, []
+            update, updates, gather = optimizer.step, [], optimizer.gather_grads
+
+            def gather_grads():
+                if inf_gradient_at_step is not None and getattr(self, "steps_seen", 0) == inf_gradient_at_step + 1:
+                    dict(self.named_parameters())[parameter].grad[...] = np.inf
+                return gather()
+            optimizer.gather_grads = gather_grads
 
             def step():
                 if len(updates) + 1 == inf_gradient_at_update:
@@ -435,7 +591,9 @@ def poisoned_gpt(parameter, at_step=None, after_update=None, inf_gradient_at_upd
                 update()
                 updates.append(1)
                 if len(updates) == after_update:
-                    dict(self.named_parameters())[parameter].data[...] = np.nan
+                    dict(self.named_parameters())[parameter].data[...] = value
+                    if then is not None:
+                        then()
             optimizer.step = step
             return optimizer
     return PoisonedGPT
@@ -498,21 +656,33 @@ def test_a_nan_evaluation_does_not_overwrite_the_last_good_checkpoint(tmp_path, 
     assert all(np.isfinite(w).all() for w in state["model"].values())
 
 
-POISONS = {
-    "weights made NaN by update 7": dict(after_update=7),
-    "an infinite gradient in update 7, with a finite loss": dict(inf_gradient_at_update=7),
+POISONS = {  # name: (the poison, what the error says about step 7)
+    "weights made NaN by update 7": (dict(after_update=7), r"the loss is nan"),
+    "an infinite gradient in update 7, with a finite loss": (dict(inf_gradient_at_update=7), r"the loss is nan"),
+    "an optimizer moment made NaN by update 7": (dict(after_update=7, moment=True),
+                                                 r"the optimizer's exp_avg of parameter \d+ is not finite after "
+                                                 r"the update of step 6"),
 }
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # AdamW's inf / inf
-@pytest.mark.parametrize("poison", POISONS.values(), ids=POISONS.keys())
-def test_checkpoint_interval_never_saves_a_non_finite_state(tmp_path, monkeypatch, poison):
+@pytest.mark.parametrize("poison, said", POISONS.values(), ids=POISONS.keys())
+def test_checkpoint_interval_never_saves_a_non_finite_state(tmp_path, monkeypatch, poison, said):
     """With a checkpoint every step, the state after a bad update (step 7) is refused before it
-    is written: the checkpoint the error names is step 6's, finite, and it resumes."""
-    monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", **poison))
+    is written: the checkpoint the error names is step 6's, finite, and it resumes. A NaN the
+    loss does not read yet (an optimizer moment) is caught by the check of what is saved."""
+    if poison.pop("moment", False):
+        update, updates = tl.optim.AdamW.step, []
+
+        def step(self):
+            update(self)
+            updates.append(1)
+            if len(updates) == poison["after_update"]:
+                self.param_groups[0]["exp_avg"][...] = np.nan
+        monkeypatch.setattr(tl.optim.AdamW, "step", step)
+    else:
+        monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", **poison))
     last_good = re.escape(str(tmp_path / CHECKPOINT))
-    with pytest.raises(TrainingError, match=r"^step 7: lm_head\.weight is not finite after the update of step 6 .*"
-                                            rf"the last good checkpoint \(step 6\) is {last_good}$"):
+    with pytest.raises(TrainingError, match=rf"^step 7: {said}.*the last good checkpoint \(step 6\) is {last_good}$"):
         train(tmp_path, checkpoint_interval=1)
     state = load_checkpoint(tmp_path)
     assert state["step"] == 6
@@ -523,15 +693,117 @@ def test_checkpoint_interval_never_saves_a_non_finite_state(tmp_path, monkeypatc
     assert result["step"] == 20 and math.isfinite(result["val_loss"])
 
 
+def test_a_huge_learning_rate_never_leaves_a_diverged_checkpoint(tmp_path):
+    """Learning rate 1e20, a checkpoint every step: update 0 makes the weights finite but about
+    1e20, and step 1's loss is NaN. The checkpoint the error names is step 0's, with the weights
+    as initialised; before, step 1's state was saved before its loss was computed."""
+    last_good = re.escape(str(tmp_path / CHECKPOINT))
+    with pytest.raises(TrainingError, match=rf"^step 1: the loss is nan.*the last good checkpoint \(step 0\) is "
+                                            rf"{last_good}$"):
+        train(tmp_path, learning_rate=1e20, warmup_iters=0, checkpoint_interval=1, grad_clip=1.0)
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 0
+    assert max(np.abs(w).max() for w in state["model"].values()) < 10
+
+
+def test_divergence_stops_with_no_numpy_warnings_and_leaves_them_on_elsewhere(tmp_path):
+    """The loop checks for NaN and Inf itself, so NumPy's overflow warnings (several lines each,
+    with source lines) are off inside a step and an evaluation, and only there."""
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # a RuntimeWarning would be raised instead
+        with pytest.raises(TrainingError, match=r"^step 1: the loss is nan"):
+            train(tmp_path, learning_rate=1e20, warmup_iters=0, grad_clip=1.0)
+    assert np.geterr() == before
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        np.float32(1e30) * np.float32(1e30)
+
+
+def test_a_diverging_run_prints_one_error_line(data_file, tmp_path):
+    done = subprocess.run([sys.executable, TRAIN_SCRIPT, "--data", str(data_file), "--out", str(tmp_path / "out"),
+                           *TINY_FLAGS, "--max-iters", "5", "--learning-rate", "1e20", "--warmup-iters", "0",
+                           "--no-lr-decay"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert re.fullmatch(r"error: step 1: the loss is nan \(run with --debug-nan [^\n]*\(step 0\) is [^\n]*\n",
+                        done.stderr), done.stderr
+
+
+@pytest.mark.parametrize("bad_step, last_good, settings", [
+    (7, 6, dict(checkpoint_interval=1)),
+    (10, 5, dict()),
+    (20, 15, dict()),
+], ids=["an interval checkpoint", "an evaluation's checkpoint", "the final checkpoint"])
+def test_a_checkpoint_of_step_s_waits_for_step_s_gradients(tmp_path, monkeypatch, bad_step, last_good, settings):
+    """The gradient of step `bad_step` (a checkpoint step) is NaN, with a finite loss and finite
+    weights: its state is not saved, the error names the checkpoint before it. The last step
+    (max_iters 20) computes its loss and gradients for this too, though it takes no update."""
+    clip, calls = tl.optim.clip_grad_norm_, []
+
+    def clip_overflowing(params, max_norm):
+        calls.append(1)
+        norm = clip(params, max_norm)
+        return norm * float("nan") if len(calls) == bad_step + 1 else norm
+    monkeypatch.setattr(tl.optim, "clip_grad_norm_", clip_overflowing)
+    with pytest.raises(TrainingError, match=rf"^step {bad_step}: the gradient norm is nan.*checkpoint "
+                                            rf"\(step {last_good}\) is "):
+        train(tmp_path, grad_clip=1.0, **settings)
+    assert load_checkpoint(tmp_path)["step"] == last_good
+
+
+def test_a_gradient_overflow_is_caught_without_clipping(tmp_path, monkeypatch):
+    """grad_clip 0 computes no norm to clip with, but the gradients are still checked: an
+    infinite gradient with a finite loss at step 7 stops the run there, naming step 5's
+    checkpoint (before, the update made the weights NaN and step 8's loss said so)."""
+    monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", inf_gradient_at_step=7))
+    with pytest.raises(TrainingError, match=r"^step 7: the gradient norm is inf.*checkpoint \(step 5\) is "):
+        train(tmp_path, grad_clip=0.0)
+    assert load_checkpoint(tmp_path)["step"] == 5
+
+
+def test_a_signal_saves_only_a_state_whose_step_was_finite(tmp_path, monkeypatch):
+    """Ctrl-C arrives just after update 7 made lm_head finite but huge (1e30): step 7's gradient
+    overflows, so step 7 is not the state saved on the signal (before, it was); the run stops with the error, naming
+    step 5's checkpoint, which holds the weights before the damage."""
+    handler_before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(gpt.train, "GPT", poisoned_gpt("lm_head.weight", after_update=7, value=1e30,
+                                                       then=lambda: signal.raise_signal(signal.SIGINT)))
+    with pytest.raises(TrainingError, match=r"^step 7: the (loss|gradient norm) is (nan|inf).*checkpoint \(step 5\) "
+                                            r"is "):
+        train(tmp_path)
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 5 and np.abs(state["model"]["lm_head.weight"]).max() < 10
+
+
 # ---- a folder holds one run -----------------------------------------------------------------
 
 def test_a_new_run_refuses_a_folder_holding_a_checkpoint(trained):
     """Neither the checkpoint nor the metrics of the run already there are touched."""
     before = {name: (trained / name).read_bytes() for name in (CHECKPOINT, METRICS)}
-    with pytest.raises(TrainingError, match=r"already holds a training run \(ckpt\.pkl\): pass --resume to "
-                                            r"continue it, or --overwrite to replace it"):
+    with pytest.raises(TrainingError, match=r"already holds a training run \(ckpt\.pkl, at step 20, on this data\): "
+                                            r"pass --resume to continue it, --overwrite to replace it with a new run, "
+                                            r"or another --out$"):
         train(trained, max_iters=10)
     assert {name: (trained / name).read_bytes() for name in before} == before
+
+
+def test_a_new_run_on_other_data_in_an_occupied_default_out_names_the_data_there(tmp_path):
+    """Two files called mytext.txt share the default folder out/mytext-cpu: the refusal names
+    the run there, its step and its data file, and suggests another --out first."""
+    (tmp_path / "sub").mkdir()
+    first, second = tmp_path / "mytext.txt", tmp_path / "sub" / "mytext.txt"
+    first.write_text(TEXT)
+    second.write_text(made_up_text(4000, seed=3))
+    run(*configs(max_iters=2), TEXT, tmp_path / "out" / "mytext-cpu", progress=False, log=lambda line: None,
+        data_path=first)
+    before = (tmp_path / "out" / "mytext-cpu" / CHECKPOINT).read_bytes()
+    done = subprocess.run([sys.executable, str(REPO / TRAIN_SCRIPT), "--device", "cpu", "--data", "sub/mytext.txt"],
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == (f"error: {Path('out') / 'mytext-cpu'} already holds a training run (ckpt.pkl, at step 2, "
+                           f"trained on other data: {str(first)!r}): pass another --out for the new run, --overwrite "
+                           "to replace that run, or --resume to continue it on its own data\n")
+    assert (tmp_path / "out" / "mytext-cpu" / CHECKPOINT).read_bytes() == before
 
 
 def test_a_second_run_in_a_locked_folder_is_refused_naming_the_holder(trained):
@@ -557,6 +829,7 @@ DAMAGE = {  # name: (damage to the log of steps 0, 5, 10; the damaged line's num
     "a damaged line among good ones": (lambda log: log.replace('{"step": 5,', '{"step": 5 x', 1), 2,
                                        [0, 10, 15, 20]),
     "a line with no step": (lambda log: log + '{"train_loss": 1.0}\n', 4, [0, 5, 10, 15, 20]),
+    "a boolean step": (lambda log: log + '{"step": true, "train_loss": 1.0}\n', 4, [0, 5, 10, 15, 20]),
 }
 
 
@@ -699,6 +972,16 @@ def test_a_dataset_too_short_for_block_size_names_the_split(tmp_path, n_chars, s
         train(tmp_path, text=text)
 
 
+def test_a_refused_run_leaves_no_empty_folders_behind(tmp_path):
+    """out/mytext-cpu, as the default --out: both folders go when the run is refused, not only
+    the last one; a folder that was there before stays."""
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "out" / "mytext-cpu", tmp_path / "kept" / "a" / "b"):
+        with pytest.raises(ValueError, match="too few for block_size"):
+            train(out, text=made_up_text(15))
+    assert sorted(os.listdir(tmp_path)) == ["kept"] and not any((tmp_path / "kept").iterdir())
+
+
 def test_an_empty_dataset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         run(*configs(), "", tmp_path, progress=False, log=print)
@@ -763,6 +1046,31 @@ def test_resume_may_change_how_long_and_how_often(trained):
     assert [int(STEP_LINE.match(line)[1]) for line in step_lines(lines)] == [21, 24, 26]
     state = load_checkpoint(trained)
     assert state["step"] == 26 and state["train_config"]["eval_interval"] == 3
+
+
+def test_resuming_a_finished_run_says_so_in_one_line(trained):
+    """Resumed at its max_iters, a run trains nothing: one line saying it finished and how to
+    train longer; the checkpoint and the log are untouched."""
+    before = {name: (trained / name).read_bytes() for name in (CHECKPOINT, METRICS)}
+    result, lines = train(trained, resume=True)
+    assert lines == [f"nothing to do: the run in {trained} already finished at step 20 (max_iters 20); to train "
+                     "it longer, resume with a larger --max-iters (e.g. --max-iters 40)"]
+    assert result["step"] == 20 and result["already_finished"] and result["val_loss"] is None
+    assert {name: (trained / name).read_bytes() for name in before} == before
+
+
+def test_resuming_a_finished_run_from_the_command_line_exits_0_with_that_line(tmp_path):
+    """Exit status 0: the run is complete, so `train --resume && sample` goes on to sample it."""
+    data, out = tmp_path / "mytext.txt", tmp_path / "out"
+    data.write_text(TEXT)
+    run(*configs(max_iters=3), TEXT, out, progress=False, log=lambda line: None, data_path=data)
+    done = subprocess.run([sys.executable, TRAIN_SCRIPT, "--resume", "--out", str(out), "--device", "cpu",
+                           "--no-progress"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.splitlines()[-1] == (f"nothing to do: the run in {out} already finished at step 3 "
+                                            "(max_iters 3); to train it longer, resume with a larger --max-iters "
+                                            "(e.g. --max-iters 6)")
+    assert not any(line.startswith(("done:", "resuming from")) for line in done.stdout.splitlines())
 
 
 def test_resume_to_fewer_steps_than_the_checkpoint_has_is_refused(trained):

@@ -231,5 +231,21 @@ def test_plot_loss_missing_or_empty_metrics(tmp_path):
     with pytest.raises(ValueError, match="is empty"):
         plot_loss.main([str(tmp_path)])
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "train_loss": 4.2}) + "\n")
-    with pytest.raises(ValueError, match=r"metrics.jsonl:1: .*val_loss"):
+    with pytest.raises(ValueError, match=r"holds no good metrics line"):
         plot_loss.main([str(tmp_path)])
+
+
+def test_plot_loss_drops_a_damaged_line_with_the_warning_resume_gives(run_dir, tmp_path, capsys):
+    """A run killed while writing a line: plot_loss plots the good lines and warns about the
+    damaged ones in the words --resume uses (it used to refuse the whole file)."""
+    pytest.importorskip("matplotlib", reason=NEEDS_MPL)
+    from gpt.checkpoint import truncate_metrics
+    path = tmp_path / "metrics.jsonl"
+    path.write_text((run_dir / "metrics.jsonl").read_text() + '{"step": 1, "val_loss": 3.0}\n{"step": 3, "train_lo')
+    assert load_example("plot_loss").main([str(path), "--out", str(tmp_path / "loss.png")]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    assert [w.split(": dropped")[0] for w in warnings] == [f"warning: {path}:4", f"warning: {path}:5"]
+    assert_png_has_a_picture(tmp_path / "loss.png")
+    said_on_resume = []
+    truncate_metrics(path, 10, warn=said_on_resume.append)
+    assert said_on_resume == warnings[1:]       # the same reader, the same words (it needs no losses)

@@ -3,12 +3,12 @@
 Checks every op's backward against central differences, in float64, with random shapes
 and random upstream gradients, prints a table and exits non-zero if any check fails.
 """
-import argparse
 import sys
 
 import numpy as np
 
 from .. import functional as F
+from .._cli import ArgumentParser
 from ..backend import DeviceError, check_device
 from ..tensor import tensor
 from . import gradcheck_report
@@ -74,9 +74,9 @@ def op_cases(rng):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tensorlite.gradcheck",
-                                description="Finite-difference checks of every op's backward, in float64 "
-                                            "with random shapes and random upstream gradients.")
+    p = ArgumentParser(prog="python -m tensorlite.gradcheck",
+                       description="Finite-difference checks of every op's backward, in float64 "
+                                   "with random shapes and random upstream gradients.")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--op", action="append", help="check only this op (repeatable); default all")
     p.add_argument("--seed", type=int, default=0, help="seed of the shapes, values and upstream gradients")
