@@ -615,7 +615,7 @@ def test_register_buffer_is_saved_moved_and_not_trained():
     # PyTorch's order: a module's own parameters and buffers, then its children's; not scratch
     assert list(m.state_dict()) == ["0.tril", "0.steps", "0.proj.weight", "0.proj.bias"]
     assert [n for n, _ in m.named_buffers()] == ["0.tril", "0.steps", "0.scratch"]
-    assert len(m.parameters()) == 2 and not any(b.requires_grad for b in m.buffers())
+    assert len(list(m.parameters())) == 2 and not any(b.requires_grad for b in m.buffers())
     m.double()
     assert m[0].tril.dtype == np.float64 and m[0].scratch.dtype == np.float64
     assert m[0].steps.dtype == np.int64                         # integer buffers keep their dtype
@@ -626,6 +626,25 @@ def test_register_buffer_is_saved_moved_and_not_trained():
     del state["0.steps"]
     with pytest.raises(ValueError, match=r"missing keys: 0\.steps"):
         m.load_state_dict(state)
+
+
+def test_parameters_is_a_generator_as_pytorchs():
+    """The lecture's two uses (a count, the optimizer) and `next(model.parameters())`."""
+    m = tnn.Sequential(tnn.Linear(3, 4), tnn.ReLU(), tnn.Linear(4, 2))
+    assert isinstance(m.parameters(), types.GeneratorType)
+    assert next(m.parameters()) is m[0].weight and next(m.parameters()).device == "cpu"
+    assert sum(p.numel() for p in m.parameters()) == 3 * 4 + 4 + 4 * 2 + 2
+    assert [id(p) for p in m.parameters()] == [id(p) for _, p in m.named_parameters()]
+    for make in (lambda ps: ttorch.optim.AdamW(ps, lr=0.1), lambda ps: ttorch.optim.SGD(ps, lr=0.1)):
+        opt = make(m.parameters())
+        assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for _, p in m.named_parameters()]
+        before = [p.numpy().copy() for p in m.parameters()]
+        m(ttorch.randn(5, 3)).sum().backward()
+        tnn.utils.clip_grad_norm_(m.parameters(), 1e-3)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        assert all(not np.array_equal(b, p.numpy()) for b, p in zip(before, m.parameters()))  # each moved
+        assert all(p.grad is None for p in m.parameters())
 
 
 def test_register_buffer_refuses_what_is_not_a_tensor():
@@ -669,7 +688,7 @@ def test_init_functions_fill_in_place():
 def test_layernorm_takes_pytorchs_signature():
     ln = tnn.LayerNorm(4, 1e-3)
     assert ln.eps == 1e-3 and ln.normalized_shape == (4,)
-    assert tnn.LayerNorm((4,), elementwise_affine=False).parameters() == []
+    assert list(tnn.LayerNorm((4,), elementwise_affine=False).parameters()) == []
     assert [n for n, _ in tnn.LayerNorm(4, bias=False).named_parameters()] == ["weight"]
     with pytest.raises(ValueError, match="last axis"):
         tnn.LayerNorm((3, 4))
