@@ -777,3 +777,201 @@ def test_dropout_layer_follows_train_and_eval():
     assert 0.17 < (y == 0).mean() < 0.23 and np.allclose(y[y != 0], 1 / 0.8)
     drop.eval()
     assert drop(x) is x
+
+
+# ==== the same names without PyTorch ================================================================
+# CI installs no PyTorch, so every test above marked needs_torch skips there. Each name they compare
+# with PyTorch is checked below against NumPy formulas, known values and properties instead.
+
+def np_softmax(a, axis=-1):
+    e = np.exp(a - a.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+def np_log_softmax(a, axis=-1):
+    z = a - a.max(axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis, keepdims=True))
+
+
+def np_cross_entropy(logits, targets, reduction="mean"):
+    """logits (N, C), targets (N,): the mean (or sum) of -log softmax(logits)[n, targets[n]]."""
+    nll = -np_log_softmax(logits)[np.arange(len(targets)), targets]
+    return nll.mean() if reduction == "mean" else nll.sum()
+
+
+def np_layer_norm(a, weight=1.0, bias=0.0, eps=1e-5):
+    return (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + eps) * weight + bias
+
+
+def np_attention(q, k, v, allowed):
+    """softmax(q k^T / sqrt(hs)) v with the scores where `allowed` is False set to -inf."""
+    scores = np.where(allowed, q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1]), -np.inf)
+    return np_softmax(scores) @ v
+
+
+CAUSAL3 = np.tril(np.ones((3, 3), dtype=bool))
+
+# each call of test_tensor_methods_match_pytorch, and what NumPy makes of the same (2, 3, 4) array
+TENSOR_METHODS_IN_NUMPY = {
+    "x.transpose(-2, -1)": lambda a: np.swapaxes(a, -2, -1),
+    "x.transpose(0, 1)": lambda a: np.swapaxes(a, 0, 1),
+    "x.permute(2, 0, 1)": lambda a: a.transpose(2, 0, 1),
+    "x.view(6, 4)": lambda a: a.reshape(6, 4),
+    "x.view(-1)": lambda a: a.reshape(24),
+    "x.unsqueeze(1)": lambda a: a.reshape(2, 1, 3, 4),
+    "x.unsqueeze(-1)": lambda a: a.reshape(2, 3, 4, 1),
+    "x.squeeze()": lambda a: a,                                    # no axis of size 1 to drop
+    "x[:, :1].squeeze()": lambda a: a[:, 0],                       # (2, 1, 4) -> (2, 4)
+    "x.flatten(1)": lambda a: a.reshape(2, 12),
+    "x.sum(dim=-1, keepdim=True)": lambda a: a.sum(-1, keepdims=True),
+    "x.mean(dim=(0, 2))": lambda a: a.mean((0, 2)),
+    "x.softmax(dim=-1)": lambda a: np_softmax(a, -1),
+    "x.log_softmax(dim=1)": lambda a: np_log_softmax(a, 1),
+    "x.var(dim=1, keepdim=True)": lambda a: a.var(1, ddof=1, keepdims=True),    # unbiased, as PyTorch's
+    "x.std()": lambda a: a.std(ddof=1),
+    "x.max(dim=-1).values": lambda a: a.max(-1),
+    "x.max(dim=1).indices": lambda a: a.argmax(1).astype(np.int64),
+    "x.argmax(dim=-1)": lambda a: a.argmax(-1).astype(np.int64),
+    "x.split(2, dim=-1)[1]": lambda a: a[..., 2:4],                # parts of 2 elements
+    "x.split(3, dim=-1)[1]": lambda a: a[..., 3:],                 # 3, then the 1 left
+    "x.chunk(2, dim=1)[1]": lambda a: a[:, 2:],                    # ceil(3 / 2) = 2, then 1
+    "x.mT": lambda a: np.swapaxes(a, -1, -2),
+    "x.masked_fill(x > 10, float('-inf'))": lambda a: np.where(a > 10, -np.inf, a),
+    "x.float()": lambda a: a.astype(np.float32),
+    "x.double()": lambda a: a,
+    "x.long()": lambda a: np.trunc(a).astype(np.int64),           # toward zero, as PyTorch
+}
+
+
+@pytest.mark.parametrize("call", TENSOR_METHODS_IN_NUMPY)
+def test_tensor_methods_match_numpy(call):
+    a = np.random.default_rng(0).standard_normal((2, 3, 4)) * 10
+    ours = eval(call, {"x": ttorch.tensor(a)})
+    expected = np.asarray(TENSOR_METHODS_IN_NUMPY[call](a))
+    assert tuple(ours.shape) == expected.shape and ours.dtype == expected.dtype
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("call", [c for c in TENSOR_METHODS_IN_NUMPY if not re.search(
+    r"indices|argmax|masked_fill|float\(\)|double\(\)|long\(\)", c)])
+def test_tensor_methods_pass_gradcheck(call):
+    """Their backward, without PyTorch: against the numerical derivative of their forward."""
+    x = tl.tensor(np.random.default_rng(1).standard_normal((2, 3, 4)), requires_grad=True)
+    assert tl.gradcheck(lambda t: eval(call, {"x": t}) * 1.0, x)
+
+
+def test_unsqueeze_and_squeeze_shapes():
+    x = arange_tensor(2, 3, 4, requires_grad=True)
+    for dim, shape in [(0, (1, 2, 3, 4)), (1, (2, 1, 3, 4)), (2, (2, 3, 1, 4)), (3, (2, 3, 4, 1)),
+                       (-1, (2, 3, 4, 1)), (-2, (2, 3, 1, 4)), (-4, (1, 2, 3, 4))]:
+        y = x.unsqueeze(dim)
+        assert y.shape == shape, dim
+        np.testing.assert_array_equal(y.numpy(), np.expand_dims(x.numpy(), dim))
+    g = np.random.default_rng(0).standard_normal((2, 1, 3, 4))
+    x.unsqueeze(1).backward(g)
+    np.testing.assert_array_equal(x.grad, g[:, 0])
+    ones = arange_tensor(1, 2, 1, 3)
+    assert ones.squeeze().shape == (2, 3) and ones.squeeze(0).shape == (2, 1, 3)
+    assert ones.squeeze(-2).shape == (1, 2, 3) and ones.squeeze(1).shape == (1, 2, 1, 3)  # size 2: kept
+
+
+# each call of test_functional_matches_pytorch_forward_and_backward, in NumPy (x (2, 3, 4), t (2, 3))
+FUNCTIONAL_IN_NUMPY = {
+    "F.softmax(x, dim=-1)": lambda a, t: np_softmax(a, -1),
+    "F.softmax(x, dim=1)": lambda a, t: np_softmax(a, 1),
+    "F.log_softmax(x, dim=-1)": lambda a, t: np_log_softmax(a, -1),
+    "F.relu(x)": lambda a, t: np.maximum(a, 0),
+    "F.cross_entropy(x.view(6, 4), t.view(6))": lambda a, t: np_cross_entropy(a.reshape(6, 4), t.reshape(6)),
+    # (N, C, d1) with the classes on axis 1: the same rows as above
+    "F.cross_entropy(x.permute(0, 2, 1), t)": lambda a, t: np_cross_entropy(a.reshape(6, 4), t.reshape(6)),
+    "F.cross_entropy(x.view(6, 4), t.view(6), reduction='sum')":
+        lambda a, t: np_cross_entropy(a.reshape(6, 4), t.reshape(6), "sum"),
+    "F.cross_entropy(x[0, 0], t[0, 0])": lambda a, t: np_cross_entropy(a[0, :1], t[0, :1]),  # (C,), a scalar target
+    "F.layer_norm(x, (4,))": lambda a, t: np_layer_norm(a),
+    "F.linear(x, x[0])": lambda a, t: a @ a[0].T,
+    "F.dropout(x, 0.5, training=False)": lambda a, t: a,
+    "F.scaled_dot_product_attention(x, x, x, is_causal=True)": lambda a, t: np_attention(a, a, a, CAUSAL3),
+    "F.scaled_dot_product_attention(x, x * 0.5, x, attn_mask=torch.tril(torch.ones(3, 3)) == 1)":
+        lambda a, t: np_attention(a, a * 0.5, a, CAUSAL3),
+}
+
+
+@pytest.mark.parametrize("call", FUNCTIONAL_IN_NUMPY)
+def test_functional_matches_numpy_forward_and_passes_gradcheck(call):
+    rng = np.random.default_rng(0)
+    a, targets = rng.standard_normal((2, 3, 4)) * 3, rng.integers(0, 4, (2, 3))
+    env = {"F": tF, "t": ttorch.tensor(targets), "torch": ttorch}
+    y = eval(call, {**env, "x": ttorch.tensor(a)})
+    expected = np.asarray(FUNCTIONAL_IN_NUMPY[call](a, targets))
+    assert tuple(y.shape) == expected.shape and y.dtype == np.float64
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
+    x = tl.tensor(a / 3, requires_grad=True)
+    assert tl.gradcheck(lambda t: eval(call, {**env, "x": t}) * 1.0, x)
+
+
+def test_relu_everywhere_it_is_spelled():
+    a = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]])
+    g = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    for relu in (tF.relu, ttorch.relu, tnn.ReLU(), lambda t: t.relu()):
+        x = ttorch.tensor(a, requires_grad=True)
+        y = relu(x)
+        np.testing.assert_array_equal(y.numpy(), [[0.0, 0.0, 0.0, 0.5, 3.0]])
+        y.backward(g)
+        np.testing.assert_array_equal(x.grad, [[0.0, 0.0, 0.0, 4.0, 5.0]])   # 0 at 0, as PyTorch
+
+
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest_by_1_over_1_minus_p():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(1.0, 2.0, (200, 250))                   # no zeros of its own
+    for p in (0.1, 0.5, 0.8):
+        x = ttorch.tensor(a, requires_grad=True)
+        y = tF.dropout(x, p) if p != 0.5 else tF.dropout(x)  # PyTorch's defaults: p=0.5, training=True
+        kept = y.numpy() != 0
+        assert abs((~kept).mean() - p) < 0.01               # 50,000 draws: the fraction's sd <= 0.0023
+        np.testing.assert_allclose(y.numpy()[kept], a[kept] / (1 - p), rtol=1e-14)
+        assert y.numpy().mean() == pytest.approx(a.mean(), rel=0.02)   # the expectation is kept
+        g = rng.standard_normal(a.shape)
+        y.backward(g)
+        np.testing.assert_allclose(x.grad, np.where(kept, g / (1 - p), 0.0), rtol=1e-14)
+    x = ttorch.tensor(a)
+    assert tF.dropout(x, 0.5, training=False) is x and tF.dropout(x, 0.0) is x
+    ttorch.manual_seed(3)
+    first = tF.dropout(x, 0.5).numpy()
+    assert not np.array_equal(first, tF.dropout(x, 0.5).numpy())       # a new mask each call
+    ttorch.manual_seed(3)
+    np.testing.assert_array_equal(tF.dropout(x, 0.5).numpy(), first)   # the seed repeats it
+    layer = tnn.Dropout(p=0.5)
+    assert 0.48 < (layer(x).numpy() == 0).mean() < 0.52
+    layer.eval()
+    assert layer(x) is x
+
+
+def np_gelu(a, approximate="none"):
+    if approximate == "tanh":
+        u = math.sqrt(2 / math.pi) * (a + 0.044715 * a ** 3)
+        du = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * a ** 2)
+        return 0.5 * a * (1 + np.tanh(u)), 0.5 * (1 + np.tanh(u)) + 0.5 * a * (1 - np.tanh(u) ** 2) * du
+    cdf = 0.5 * (1 + np.array([math.erf(v / math.sqrt(2)) for v in a.ravel()]).reshape(a.shape))
+    pdf = np.exp(-a ** 2 / 2) / math.sqrt(2 * math.pi)
+    return a * cdf, cdf + a * pdf                            # x Phi(x), and its slope Phi(x) + x phi(x)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_values_and_slopes_are_the_formulas(approximate):
+    """nn.GELU() is PyTorch's default, the exact x Phi(x) with erf; approximate="tanh" GPT-2's."""
+    a = np.linspace(-6, 6, 101)
+    value, slope = np_gelu(a, approximate)
+    g = np.random.default_rng(0).standard_normal(101)
+    layer = tnn.GELU() if approximate == "none" else tnn.GELU(approximate="tanh")
+    for gelu in (layer, lambda t: tF.gelu(t, approximate=approximate)):
+        x = ttorch.tensor(a, requires_grad=True)
+        y = gelu(x)
+        np.testing.assert_allclose(y.numpy(), value, rtol=1e-13, atol=1e-15)
+        y.backward(g)
+        np.testing.assert_allclose(x.grad, g * slope, rtol=1e-12, atol=1e-14)
+    other = np_gelu(a, "tanh" if approximate == "none" else "none")[0]
+    assert np.abs(value - other).max() > 1e-4              # the two are told apart at these tolerances
+    assert tF.gelu(ttorch.tensor(a, dtype=ttorch.float32), approximate=approximate).dtype == np.float32
+    assert tF.gelu(ttorch.tensor(a)).numpy() == pytest.approx(np_gelu(a)[0], abs=1e-15)   # default: exact
+    with pytest.raises(ValueError, match="approximate"):
+        tnn.GELU(approximate="sigmoid")
