@@ -975,3 +975,152 @@ def test_gelu_values_and_slopes_are_the_formulas(approximate):
     assert tF.gelu(ttorch.tensor(a)).numpy() == pytest.approx(np_gelu(a)[0], abs=1e-15)   # default: exact
     with pytest.raises(ValueError, match="approximate"):
         tnn.GELU(approximate="sigmoid")
+
+
+def ks_distance(samples, cdf):
+    """The Kolmogorov-Smirnov distance between the samples' empirical CDF and cdf."""
+    s = np.sort(samples.ravel())
+    c = cdf(s)
+    n = len(s)
+    return max((np.arange(1, n + 1) / n - c).max(), (c - np.arange(n) / n).max())
+
+
+def test_default_initialisation_is_pytorchs():
+    """Linear weight and bias U(-1/sqrt(in), 1/sqrt(in)), Embedding N(0, 1), LayerNorm ones and
+    zeros, float32: the lecture's middle stages depend on it (README)."""
+    ttorch.manual_seed(0)
+    lin, emb, ln = tnn.Linear(256, 512), tnn.Embedding(300, 200), tnn.LayerNorm(64)
+    bound = 1 / math.sqrt(256)
+    assert lin.weight.shape == (512, 256) and lin.bias.shape == (512,) and emb.weight.shape == (300, 200)
+    for p, n in ((lin.weight, 512 * 256), (lin.bias, 512)):
+        w = p.numpy().astype(np.float64)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > bound * (1 - 20 / n)   # fills its range
+        assert w.std() == pytest.approx(bound / math.sqrt(3), rel=5 / math.sqrt(n))  # U's sd: bound/sqrt(3)
+        assert abs(w.mean()) < 5 * bound / math.sqrt(3 * n)
+        assert ks_distance(w, lambda v: (v + bound) / (2 * bound)) < 2 / math.sqrt(n)
+    e = emb.weight.numpy().astype(np.float64)
+    assert e.std() == pytest.approx(1.0, rel=0.01) and abs(e.mean()) < 0.01
+    normal_cdf = np.vectorize(lambda v: 0.5 * (1 + math.erf(v / math.sqrt(2))))
+    assert ks_distance(e, normal_cdf) < 2 / math.sqrt(e.size)
+    np.testing.assert_array_equal(ln.weight.numpy(), 1.0)
+    np.testing.assert_array_equal(ln.bias.numpy(), 0.0)
+    assert lin.weight.dtype == lin.bias.dtype == emb.weight.dtype == ln.weight.dtype == np.float32
+    assert tnn.Linear(4, 3, bias=False).bias is None
+    assert tnn.Linear(4, 3, dtype=ttorch.float64).weight.dtype == np.float64
+
+
+def np_adamw(w, grads, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    """torch.optim.AdamW's documented update, written out: the decay is decoupled (it shrinks
+    the weights; it never enters the moments) and both moments are bias-corrected."""
+    b1, b2 = betas
+    m = v = np.zeros_like(w)
+    for t, g in enumerate(grads, 1):
+        w = w - lr * weight_decay * w
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return w
+
+
+def adamw_run(w0, grads, **options):
+    p = tnn.Parameter(ttorch.tensor(w0))
+    opt = ttorch.optim.AdamW([p], **options)
+    for g in grads:
+        opt.zero_grad(set_to_none=True)
+        assert p.grad is None
+        p.grad = g.copy()
+        opt.step()
+    return p.numpy(), opt
+
+
+def test_adamw_steps_are_adamws_formula():
+    rng = np.random.default_rng(0)
+    w0, grads = rng.standard_normal((5, 4)), [rng.standard_normal((5, 4)) for _ in range(3)]
+    ours, _ = adamw_run(w0, grads, lr=0.1, weight_decay=0.1)
+    np.testing.assert_allclose(ours, np_adamw(w0, grads, lr=0.1, weight_decay=0.1), rtol=1e-12, atol=1e-14)
+    ours, opt = adamw_run(w0, grads[:2])                                  # PyTorch's defaults
+    group = opt.param_groups[0]
+    assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-8, 1e-2)
+    np.testing.assert_allclose(ours, np_adamw(w0, grads[:2], lr=1e-3), rtol=1e-12, atol=1e-14)
+
+
+def test_adamw_decay_is_decoupled_and_the_first_step_is_bias_corrected():
+    rng = np.random.default_rng(1)
+    w0, g = rng.standard_normal(6), rng.standard_normal(6)
+    # a zero gradient still shrinks the weights by lr * weight_decay, and moves them no further
+    # (Adam with L2 decay would feed weight_decay * w into the moments and step by lr * sign(w))
+    ours, _ = adamw_run(w0, [np.zeros(6)], lr=0.1, weight_decay=0.1)
+    np.testing.assert_allclose(ours, w0 * (1 - 0.1 * 0.1), rtol=1e-15)
+    # bias correction makes the first step lr in size: m_hat = g, v_hat = g^2 (uncorrected, it would
+    # be (1 - b1) / sqrt(1 - b2) = 3.16 times lr)
+    ours, _ = adamw_run(w0, [g], lr=0.1, weight_decay=0.0)
+    np.testing.assert_allclose(ours, w0 - 0.1 * np.sign(g), rtol=0, atol=1e-7)
+    with pytest.raises(NotImplementedError, match="amsgrad"):
+        ttorch.optim.AdamW([tnn.Parameter(ttorch.zeros(2))], amsgrad=True)
+
+
+# the state_dict keys, in PyTorch's order (each module's parameters, its buffers, then its
+# children's), of lecture_program's GPTLanguageModel with its defaults: 2 blocks of 4 heads
+def lecture_keys(n_layer=2, n_head=4):
+    keys = ["token_embedding_table.weight", "position_embedding_table.weight"]
+    for b in range(n_layer):
+        for h in range(n_head):
+            keys += [f"blocks.{b}.sa.heads.{h}.{k}" for k in ("tril", "key.weight", "query.weight", "value.weight")]
+        keys += [f"blocks.{b}.{k}" for k in ("sa.proj.weight", "sa.proj.bias", "ffwd.net.0.weight", "ffwd.net.0.bias",
+                                             "ffwd.net.2.weight", "ffwd.net.2.bias", "ln1.weight", "ln1.bias",
+                                             "ln2.weight", "ln2.bias")]
+    return keys + ["ln_f.weight", "ln_f.bias", "lm_head.weight", "lm_head.bias"]
+
+
+def np_lecture_forward(s, idx, targets, n_layer=2, n_head=4):
+    """lecture_program's GPTLanguageModel in NumPy, from its state_dict s: (logits, loss)."""
+    T = idx.shape[1]
+    x = s["token_embedding_table.weight"][idx] + s["position_embedding_table.weight"][:T]
+    for b in range(n_layer):
+        p = f"blocks.{b}."
+        h = np_layer_norm(x, s[p + "ln1.weight"], s[p + "ln1.bias"])
+        heads = []
+        for i in range(n_head):
+            q, k, v = (h @ s[f"{p}sa.heads.{i}.{name}.weight"].T for name in ("query", "key", "value"))
+            heads.append(np_attention(q, k, v, s[f"{p}sa.heads.{i}.tril"][:T, :T] != 0))
+        x = x + np.concatenate(heads, -1) @ s[p + "sa.proj.weight"].T + s[p + "sa.proj.bias"]
+        h = np_layer_norm(x, s[p + "ln2.weight"], s[p + "ln2.bias"])
+        hidden = np.maximum(h @ s[p + "ffwd.net.0.weight"].T + s[p + "ffwd.net.0.bias"], 0)
+        x = x + hidden @ s[p + "ffwd.net.2.weight"].T + s[p + "ffwd.net.2.bias"]
+    x = np_layer_norm(x, s["ln_f.weight"], s["ln_f.bias"])
+    logits = x @ s["lm_head.weight"].T + s["lm_head.bias"]
+    V = logits.shape[-1]
+    return logits, np_cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+
+
+@pytest.mark.parametrize("init_weights", [False, True])
+def test_the_lecture_program_matches_numpy(init_weights):
+    """test_the_lecture_program_matches_pytorch without PyTorch: the state_dict's keys in PyTorch's
+    order, the logits and loss of a NumPy forward from the same weights, and each parameter's
+    gradient against a central difference of that NumPy loss at a few of its entries."""
+    ttorch.manual_seed(0)
+    model = lecture_program(*face(), init_weights=init_weights).GPTLanguageModel().double()
+    state = model.state_dict()
+    assert list(state) == lecture_keys()
+    assert "blocks.0.sa.heads.0.tril" not in dict(model.named_parameters())
+    state = perturb(state)
+    model.load_state_dict(state)
+    rng = np.random.default_rng(1)
+    idx, targets = rng.integers(0, 13, (3, 8)), rng.integers(0, 13, (3, 8))
+    logits, loss = model(ttorch.tensor(idx), ttorch.tensor(targets))
+    loss.backward()
+    np_logits, np_loss = np_lecture_forward(state, idx, targets)
+    assert logits.dtype == np.float64 and np.abs(np_logits).max() > 1.0
+    np.testing.assert_allclose(logits.numpy().reshape(np_logits.shape), np_logits, rtol=0, atol=1e-12)
+    assert abs(loss.item() - np_loss) < 1e-12
+    h = 1e-6   # small enough that no ReLU's input crosses 0 within +-h at these weights (1e-5: one does)
+    for name, p in model.named_parameters():
+        for flat in rng.choice(p.numel(), size=min(2, p.numel()), replace=False):
+            at = np.unravel_index(flat, p.shape)
+            up, down = dict(state), dict(state)
+            up[name], down[name] = state[name].copy(), state[name].copy()
+            up[name][at] += h
+            down[name][at] -= h
+            numeric = (np_lecture_forward(up, idx, targets)[1] - np_lecture_forward(down, idx, targets)[1]) / (2 * h)
+            assert p.grad[at] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (name, at)
