@@ -12,7 +12,9 @@ lecture preset (10.8M parameters, context 256, 5000 steps of 64): on a CPU it is
 note unless --stages names it. Each stage trains as the lecture's script does: AdamW at the
 commit's learning rate, PyTorch's default initialisation, and an evaluation of eval_iters
 batches of each split every eval_interval steps and at the last step; the table's val loss is
-that last evaluation.
+that last evaluation. The lecture's figures are its commit messages', the bigram's its bigram.py
+run in PyTorch (no commit message gives one), the scale-up's its video's; notes under the table
+say where a figure needs a word.
 """
 import argparse
 import json
@@ -101,18 +103,27 @@ def train_stage(stage, splits, vocab_size, args, log):
             "learning_rate": stage.learning_rate, "eval_iters": stage.eval_iters,
             "train_loss": history[-1]["train"], "val_loss": history[-1]["val"],
             "lecture_val_loss": stage.lecture_val_loss, "lecture_source": stage.lecture_source,
-            "seconds": round(seconds, 1), "history": history, "sample_ids": sample}
+            "lecture_note": stage.lecture_note, "seconds": round(seconds, 1), "history": history, "sample_ids": sample}
 
 
 def table(rows):
-    lines = [f"{'stage':<12} {'commit':<8} {'parameters':>11} {'steps':>6} {'val loss':>9} {'lecture':>8} {'time':>8}"]
+    """The table, then a numbered note under it for each stage whose lecture figure needs one
+    (the bigram's comes from a run, the single head's commit message rounds)."""
+    noted = [r for r in rows if r.get("lecture_note")]
+    mark = {r["stage"]: f"[{i}]" for i, r in enumerate(noted, 1)}
+
+    def lecture(r):
+        return _fmt(r["lecture_val_loss"]) + mark.get(r["stage"], "")
+
+    lines = [f"{'stage':<12} {'commit':<8} {'parameters':>11} {'steps':>6} {'val loss':>9} {'lecture':>11} {'time':>8}"]
     for r in rows:
         if r.get("skipped"):
             lines.append(f"{r['stage']:<12} {r['commit']:<8} {'':>11} {'':>6} {'skipped':>9} "
-                         f"{_fmt(r['lecture_val_loss']):>8} {'':>8}")
+                         f"{lecture(r):>11} {'':>8}")
             continue
         lines.append(f"{r['stage']:<12} {r['commit']:<8} {r['parameters']:>11,} {r['max_iters']:>6} "
-                     f"{r['val_loss']:>9.4f} {_fmt(r['lecture_val_loss']):>8} {r['seconds']:>7.1f}s")
+                     f"{r['val_loss']:>9.4f} {lecture(r):>11} {r['seconds']:>7.1f}s")
+    lines += [f"{mark[r['stage']]} {r['stage']}: {r['lecture_note']}" for r in noted]
     return "\n".join(lines)
 
 
@@ -181,7 +192,8 @@ def main(argv=None):
     for name in skipped:
         stage = STAGES[name]
         rows.append({"stage": name, "commit": stage.commit, "skipped": True,
-                     "lecture_val_loss": stage.lecture_val_loss, "lecture_source": stage.lecture_source})
+                     "lecture_val_loss": stage.lecture_val_loss, "lecture_source": stage.lecture_source,
+                     "lecture_note": stage.lecture_note})
         print(f"note: {name} is the lecture preset ({stage.n_layer} layers of {stage.n_embd}, context "
               f"{stage.block_size}, {stage.max_iters} steps of batch {stage.batch_size}) and needs a GPU; "
               f"skipped on the CPU. Ask for it with --stages {name}.")
@@ -189,7 +201,7 @@ def main(argv=None):
     print()
     print(table(rows))
     print("lecture: its commit messages (head 2.5, multihead 2.28, feedforward 2.24, layernorm 2.06); "
-          "scaleup 1.48 from its video.")
+          "bigram 2.49 from its bigram.py run in PyTorch; scaleup 1.48 from its video.")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

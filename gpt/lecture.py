@@ -231,6 +231,7 @@ class Stage:
     scale_by_n_embd: bool = True   # the commits scaled scores by n_embd**-0.5 (fixed later)
     lecture_val_loss: float = None
     lecture_source: str = ""
+    lecture_note: str = ""         # printed under the ladder's table: where a figure needs a word
 
     def model(self, vocab_size, **overrides):
         """This stage's GPTLanguageModel, with PyTorch's default initialisation."""
@@ -246,11 +247,20 @@ class Stage:
 _SMALL = dict(batch_size=32, block_size=8, max_iters=5000, eval_interval=500, learning_rate=1e-3)
 
 STAGES = {s.name: s for s in [
+    # No commit message gives the bigram's loss, so its figure is the lecture's own bigram.py (at
+    # 83f7d22, unchanged) run in PyTorch 2.13 on this project's CPU: the val loss of its last
+    # evaluation (step 2700 of 3000). From the README, "The lecture's own code, on tensorlite": the
+    # ladder table's column "the lecture's file, PyTorch 2.13 here".
     Stage("bigram", "83f7d22", "bigram table", batch_size=32, block_size=8, max_iters=3000,
-          eval_interval=300, learning_rate=1e-2,
-          lecture_source="no figure in its commit message: see the README for its run"),
+          eval_interval=300, learning_rate=1e-2, lecture_val_loss=2.4911,
+          lecture_source="its bigram.py run in PyTorch 2.13 on the CPU: the last val loss (README)",
+          lecture_note="no commit message gives it: the lecture's bigram.py run in PyTorch 2.13 on the "
+                       "CPU, its last val loss (step 2700); README, \"The lecture's ladder\""),
+    # The commit message rounds: the same commit's v2.py, run in PyTorch, ends at 2.4084 (README).
     Stage("head", "10024b1", "positional embeddings + one self-attention head", **_SMALL,
-          lecture_val_loss=2.5, lecture_source='commit message "reach 2.5 val loss"'),
+          lecture_val_loss=2.5, lecture_source='commit message "reach 2.5 val loss"',
+          lecture_note="the commit message's \"reach 2.5 val loss\"; its own code (v2.py at 10024b1, "
+                       "run in PyTorch) ends at about 2.41; README, \"The lecture's ladder\""),
     Stage("multihead", "a6e0bee", "multi-head attention (4 heads of 8)", **_SMALL,
           lecture_val_loss=2.28, lecture_source='commit message "down to 2.28 now"'),
     Stage("feedforward", "97dd3f9", "feed-forward layer", **_SMALL,

@@ -183,7 +183,7 @@ class GPT(LanguageModel):
 
     def configure_optimizer(self, learning_rate, weight_decay, betas=(0.9, 0.999)):
         """AdamW with weight decay on matrices only (not biases, LayerNorm weights), as nanoGPT."""
-        params = self.parameters()
+        params = list(self.parameters())
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}]

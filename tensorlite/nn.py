@@ -99,8 +99,11 @@ class Module:
         return _unique(self._named_parameters_all(recurse))
 
     def parameters(self, recurse=True):
-        """Every Parameter, each once, in named_parameters() order (a list)."""
-        return [p for _, p in self.named_parameters(recurse)]
+        """Every Parameter, each once, in named_parameters() order: a generator, as PyTorch's
+        (`next(model.parameters())` works). It can be gone through once: take
+        `list(model.parameters())` to count them or go over them twice."""
+        for _, p in self.named_parameters(recurse):
+            yield p
 
     def num_parameters(self):
         """The number of trainable numbers: sum(p.numel() for p in parameters())."""

@@ -272,7 +272,7 @@ def gradcheck_gpt(model, monkeypatch, **tolerances):
     gradcheck passes float64 copies of the parameters to fn, so fn puts each copy where its
     parameter lives (setattr on the owning module; a tied weight lives in two places).
     """
-    params = model.parameters()
+    params = list(model.parameters())   # gone through three times
     places = {id(p): [] for p in params}
     for module in model.modules():
         for attr, value in vars(module).items():

@@ -233,7 +233,7 @@ def test_to_device_moves_parameters(device):
 def test_tied_weight_is_one_parameter_under_two_names():
     tied, untied = tiny_gpt(tie_weights=True), tiny_gpt(tie_weights=False)
     assert tied.lm_head.weight is tied.transformer.wte.weight
-    assert len(tied.parameters()) == len(untied.parameters()) - 1
+    assert len(list(tied.parameters())) == len(list(untied.parameters())) - 1
     assert tied.num_parameters() == untied.num_parameters() - 11 * 8
     assert "lm_head.weight" not in dict(tied.named_parameters())
     state = tied.state_dict()

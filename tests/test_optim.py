@@ -150,7 +150,7 @@ def test_adamw_step_after_module_to_float64_repacks():
 
     def backward():
         model.zero_grad()
-        (model(x.to(dtype=model.parameters()[0].dtype)) ** 2).mean().backward()
+        (model(x.to(dtype=next(model.parameters()).dtype)) ** 2).mean().backward()
 
     backward()
     opt.step()                                          # moments are now non-zero, float32
