@@ -105,6 +105,35 @@ def get_array_module(x):
     return np
 
 
+class device(str):
+    """A device name, as `torch.device("cuda")`; it is the string itself ("cpu" or "cuda"), so it
+    goes wherever tensorlite takes a device and compares equal to the plain name. `.type` is the
+    name, `.index` 0 for "cuda:0". Tensor.device gives one of these."""
+
+    def __new__(cls, type, index=None):
+        name = str(type)
+        if name.startswith("cuda:"):
+            name, index = "cuda", int(name[5:])
+        if name not in DEVICES:
+            raise DeviceError(f"unknown device {type!r}: expected 'cpu' or 'cuda'")
+        if index not in (None, 0):
+            raise DeviceError(f"device {type!r} index {index}: only one GPU, 'cuda', is supported")
+        self = super().__new__(cls, name)
+        self.index = index
+        return self
+
+    @property
+    def type(self):
+        """The device's name: "cpu" or "cuda"."""
+        return str(self)
+
+    def __repr__(self):
+        return f"device(type='{self}')"
+
+    def __reduce__(self):          # pickled as the plain name: checkpoints need no tensorlite
+        return str, (str(self),)
+
+
 def device_of(x):
     return "cuda" if get_array_module(x) is not np else "cpu"
 

@@ -166,6 +166,14 @@ class Function:
         return f"<{type(self).__name__}>"
 
 
+def _dim_in_range(dim, n):
+    """dim as an index of n axes (negative counts from the end), or PyTorch's IndexError."""
+    if not -n <= dim < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], "
+                         f"but got {dim})")
+    return dim % n
+
+
 def _constant_like(x, inputs):
     """A Python scalar or raw array used beside Tensors becomes a constant on their device.
 
@@ -218,8 +226,14 @@ class Tensor:
 
     @property
     def device(self):
-        """"cpu" (a NumPy array) or "cuda" (a CuPy array)."""
-        return device_of(self.data)
+        """"cpu" (a NumPy array) or "cuda" (a CuPy array): a str, with PyTorch's `.type` and
+        `.index` (backend.device)."""
+        return _DEVICE[device_of(self.data)]
+
+    @property
+    def is_cuda(self):
+        """True when the data is on the GPU (PyTorch's name)."""
+        return device_of(self.data) == "cuda"
 
     @property
     def xp(self):
@@ -265,6 +279,25 @@ class Tensor:
     def detach(self):
         """A new leaf tensor sharing this one's data, outside any graph."""
         return Tensor(self.data)
+
+    def clone(self):
+        """A copy of the data. In a recorded graph the copy is part of it, so gradients flow
+        back through it to this tensor (PyTorch's clone); otherwise it is a new leaf."""
+        if self.requires_grad and _grad_enabled:
+            return self + 0
+        return Tensor(self.data.copy())
+
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad in place and return self (PyTorch's name): only floating-point
+        tensors can require gradients, and only a leaf can stop requiring them."""
+        if requires_grad and self.dtype.kind != "f":
+            raise TypeError(f"requires_grad_: only floating-point tensors can require gradients, "
+                            f"not {self.dtype}")
+        if not requires_grad and not self.is_leaf:
+            raise RuntimeError("requires_grad_(False): only a leaf tensor can stop requiring "
+                               "gradients; use .detach() for a tensor outside the graph")
+        self.requires_grad = bool(requires_grad)
+        return self
 
     def to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
         """This tensor on another device and/or dtype: `t.to("cuda")`, `t.to(np.float64)`,
@@ -449,6 +482,12 @@ class Tensor:
         """max(x, 0), elementwise."""
         return F.relu(self)
 
+    def abs(self):
+        """|x|, elementwise: x times its sign, so the gradient is sign(x) (0 at 0, as PyTorch's)."""
+        return self * Tensor(self.xp.sign(self.data))
+
+    __abs__ = abs
+
     def gelu(self):
         """GPT-2's GELU (the tanh approximation), elementwise."""
         return F.gelu(self)
@@ -576,15 +615,18 @@ class Tensor:
 
     def unsqueeze(self, dim):
         """A new axis of size 1 at dim: (B, T) -> (B, 1, T) for dim=1."""
-        dim = dim % (self.ndim + 1)
+        dim = _dim_in_range(dim, self.ndim + 1)
         return F.reshape(self, self.shape[:dim] + (1,) + self.shape[dim:])
 
     def squeeze(self, dim=None):
         """Drop axes of size 1 (only `dim`, when given and of size 1)."""
         if dim is None:
             shape = tuple(n for n in self.shape if n != 1)
+        elif self.ndim == 0:
+            _dim_in_range(dim, 1)                  # a 0-d tensor takes dim 0 or -1, as PyTorch's
+            shape = ()
         else:
-            dim = dim % self.ndim
+            dim = _dim_in_range(dim, self.ndim)
             shape = self.shape[:dim] + self.shape[dim + 1:] if self.shape[dim] == 1 else self.shape
         return F.reshape(self, shape)
 
@@ -883,3 +925,5 @@ def tensor(data, requires_grad=False, dtype=None, device="cpu"):
 
 
 from . import functional as F  # noqa: E402  (functional imports Tensor from here)
+
+_DEVICE = {name: backend.device(name) for name in backend.DEVICES}   # what Tensor.device gives

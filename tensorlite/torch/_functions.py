@@ -11,29 +11,7 @@ from tensorlite.tensor import Tensor, is_grad_enabled, no_grad  # noqa: F401  (r
 DEFAULT_FLOAT = np.float32  # PyTorch's default dtype
 
 
-class device(str):
-    """A device name, as `torch.device("cuda")`; it is the string itself ("cpu" or "cuda"), so it
-    goes wherever tensorlite takes a device. `.type` is the name, `.index` 0 for "cuda:0"."""
-
-    def __new__(cls, type, index=None):
-        name = str(type)
-        if name.startswith("cuda:"):
-            name, index = "cuda", int(name[5:])
-        if name not in backend.DEVICES:
-            raise backend.DeviceError(f"unknown device {type!r}: expected 'cpu' or 'cuda'")
-        if index not in (None, 0):
-            raise backend.DeviceError(f"device {type!r} index {index}: only one GPU, 'cuda', is supported")
-        self = super().__new__(cls, name)
-        self.index = index
-        return self
-
-    @property
-    def type(self):
-        """The device's name: "cpu" or "cuda"."""
-        return str(self)
-
-    def __repr__(self):
-        return f"device(type='{self}')"
+device = backend.device    # torch.device: a str with .type and .index
 
 
 def _device(device_):
