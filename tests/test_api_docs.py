@@ -6,6 +6,7 @@ reference is up to date is checked by regenerating it, which needs pdoc (`pip in
 version the pages were made with) and skips, saying so, otherwise.
 """
 import filecmp
+import html
 import importlib.util
 import inspect
 import json
@@ -81,5 +82,21 @@ def test_the_reference_is_what_the_generator_makes_of_the_code_today(tmp_path):
     ours = sorted(p.relative_to(DOCS) for p in DOCS.rglob("*") if p.suffix in (".html", ".json", ".md"))
     fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert ours == fresh, REGENERATE
-    stale = [str(p) for p in fresh if not filecmp.cmp(DOCS / p, tmp_path / p, shallow=False)]
+    stale = [str(p) for p in fresh if not same_page(DOCS / p, tmp_path / p)]
     assert not stale, f"out of date: {stale}; {REGENERATE}"
+
+
+def same_page(a, b):
+    """Equal files; HTML compared as the text it shows, so that one Pygments escaping a quote
+    as &#39; and another writing it plainly (2.20 and 2.21 do) is not a difference."""
+    if filecmp.cmp(a, b, shallow=False):
+        return True
+    return a.suffix == ".html" and html.unescape(a.read_text()) == html.unescape(b.read_text())
+
+
+def test_pages_that_differ_only_in_how_a_quote_is_escaped_are_the_same(tmp_path):
+    a, b, c = tmp_path / "a.html", tmp_path / "b.html", tmp_path / "c.html"
+    a.write_text("<span class='s1'>&#39;cpu&#39;</span>")
+    b.write_text("<span class='s1'>'cpu'</span>")
+    c.write_text("<span class='s1'>'cuda'</span>")
+    assert same_page(a, b) and not same_page(a, c)
