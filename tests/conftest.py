@@ -23,13 +23,38 @@ else:
         True, reason=f"no GPU and no cupy package for the stand-in: {tl.backend.cuda_unavailable_reason()}"))
 
 
+def missing_cuda_gates():
+    """What the CPU gates of the CUDA kernels need and this machine lacks: [(gate, why)]."""
+    import shutil
+    missing = []
+    if shutil.which("g++") is None:
+        missing.append(("emulation and sanitizers", "g++ is not installed"))
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        nvrtc.getVersion()
+    except Exception as e:
+        missing.append(("NVRTC compile", f"NVRTC is not available ({type(e).__name__})"))
+    if not (GPU or STANDIN):
+        missing.append(("the cuda path", "the cupy package is not installed"))
+    return missing
+
+
 def pytest_report_header(config):
+    gates = "; ".join(f"{g} SKIPPED: {why}" for g, why in missing_cuda_gates())
+    gates = f"CUDA kernel gates: {gates}" if gates else "CUDA kernel gates: NVRTC, emulation, sanitizers all run"
     if GPU:
-        return "cuda: a GPU, through CuPy"
+        return ["cuda: a GPU, through CuPy", gates]
     if STANDIN:
-        return (f"cuda: NumPy-backed CuPy stand-in, tests marked [cuda-standin] "
-                f"(no GPU here: {tl.backend.cuda_unavailable_reason()})")
-    return "cuda: skipped (no GPU, and no cupy package for the stand-in)"
+        return [f"cuda: NumPy-backed CuPy stand-in, tests marked [cuda-standin] "
+                f"(no GPU here: {tl.backend.cuda_unavailable_reason()})", gates]
+    return ["cuda: skipped (no GPU, and no cupy package for the stand-in)", gates]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say last, too, which CUDA kernel gates did not run here: a run without g++ or NVRTC
+    passes with them skipped, which must not go unnoticed."""
+    for gate, why in missing_cuda_gates():
+        terminalreporter.write_line(f"CUDA kernel gate not run: {gate} ({why})", yellow=True, bold=True)
 
 
 @pytest.fixture(params=["cpu", CUDA])

@@ -2,6 +2,7 @@
 name the shapes."""
 import operator
 import pickle
+import types
 
 import numpy as np
 import pytest
@@ -399,3 +400,15 @@ def test_large_arrays_still_allocate_in_other_threads():
     thread.start()
     thread.join()
     assert sums == [32.0]  # a 128 MB array, 32 of its elements summed
+
+
+def test_a_run_without_gxx_says_last_that_the_cuda_kernel_gates_did_not_run(monkeypatch):
+    import shutil
+
+    import conftest
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "g++" else real_which(name, *a, **k))
+    assert ("emulation and sanitizers", "g++ is not installed") in conftest.missing_cuda_gates()
+    lines = []
+    conftest.pytest_terminal_summary(types.SimpleNamespace(write_line=lambda line, **kw: lines.append(line)))
+    assert "CUDA kernel gate not run: emulation and sanitizers (g++ is not installed)" in lines
