@@ -362,7 +362,8 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                 def append_metrics():
                     line = json.dumps({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                                        "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
-                                       "elapsed_s": time.perf_counter() - t_start}) + "\n"
+                                       "elapsed_s": time.perf_counter() - t_start,
+                                       "world_size": world.size}) + "\n"
                     try:
                         with open(metrics_path, "a") as f:
                             f.write(line)

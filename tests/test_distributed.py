@@ -196,7 +196,8 @@ def test_only_rank_0_writes_and_prints_and_the_output_states_the_world_size(two_
             "8 sequences per step") in lines[0]
     steps = [int(STEP_LINE.match(line)[1]) for line in lines[0] if STEP_LINE.match(line)]
     assert steps == [0, 3, 6]                                            # each evaluation once
-    assert len((two_ranks.out / METRICS).read_text().splitlines()) == 3
+    metrics = [json.loads(line) for line in (two_ranks.out / METRICS).read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 3, 6] and all(m["world_size"] == 2 for m in metrics)
     state = load_checkpoint(two_ranks.out)
     ranks = state["rng"]["ranks"]
     assert len(ranks) == 2 and ranks[0]["batches"] == state["rng"]["batches"]

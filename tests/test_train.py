@@ -256,7 +256,7 @@ def test_log_lines_metrics_and_checkpoint_contents(tmp_path):
     metrics = read_metrics(tmp_path)
     assert [m["step"] for m in metrics] == [0, 5, 10, 15, 20]   # one JSON line per evaluation
     for m, match in zip(metrics, matches):
-        assert {"step", "train_loss", "val_loss"} <= m.keys()
+        assert {"step", "train_loss", "val_loss"} <= m.keys() and m["world_size"] == 1
         assert (f"{m['train_loss']:.4f}", f"{m['val_loss']:.4f}") == (match[2], match[3])
     assert result["step"] == 20
     assert (result["train_loss"], result["val_loss"]) == (metrics[-1]["train_loss"], metrics[-1]["val_loss"])
