@@ -312,12 +312,15 @@ def _in_the_child():
     """Between fork and exec: the stage gets its own process group, so a stop reaches its own
     children too (pytest-xdist workers, bench_train's memory processes) while a Ctrl-C at the
     terminal reaches only this script, which then stops the stage in order. Same session, so
-    whatever kills this command's session kills the stage. On Linux the stage also gets SIGINT
+    whatever kills this command's session kills the stage. On Linux the stage also gets SIGTERM
     if this script dies (killed at a device command's time limit, say): the training then saves
-    its checkpoint and exits instead of running on unwatched."""
+    its checkpoint and exits instead of running on unwatched. SIGTERM, not SIGINT: the kernel
+    sends the parent-death signal again each time the child is handed to another of the dying
+    script's threads, and a second SIGINT means "stop at once" to the training loop, which
+    could then stop in the middle of its save (a second SIGTERM only repeats the request)."""
     os.setpgid(0, 0)
     if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT))
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def _signal_group(proc, sig):

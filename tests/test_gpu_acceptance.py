@@ -458,7 +458,7 @@ def running_with(text):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
 def test_a_killed_command_leaves_no_training_running_and_can_be_resumed(tmp_path):
     """SIGKILL (a device command's time limit) gives this script no chance to stop its stage: the
-    training gets SIGINT from the kernel instead, saves a checkpoint and exits; the state saved
+    training gets SIGTERM from the kernel instead, saves a checkpoint and exits; the state saved
     when the stage started lets --resume-training finish it."""
     work, iters = tmp_path / "work", 200
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--dry-run", "--stages", "train", "--train-iters",
