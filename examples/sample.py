@@ -1,4 +1,4 @@
-"""Sample text from a trained checkpoint.
+r"""Sample text from a trained checkpoint.
 
     python examples/sample.py --checkpoint out/shakespeare-cpu --prompt "ROMEO:" \
         --max-new-tokens 500 --temperature 0.8 --top-k 40

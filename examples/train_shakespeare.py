@@ -37,7 +37,7 @@ from gpt.checkpoint import (CHANGEABLE_ON_RESUME, CHECKPOINT, TrainingError, loa
 from gpt.cli import ArgumentParser  # noqa: E402
 from gpt.cli import run as run_script  # noqa: E402
 from gpt.data import data_path, dataset_name, load_text  # noqa: E402
-from gpt.train import run  # noqa: E402
+from gpt.train import check_new_run, run  # noqa: E402
 
 SKIP = {"vocab_size"}  # comes from the data
 MODEL_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)} - SKIP
@@ -96,7 +96,8 @@ def parse_args(argv=None):
                               help="continue the run in OUT, with its settings, data and vocabulary")
     fresh_or_not.add_argument("--overwrite", action="store_true",
                               help="start a new run in OUT even though it holds one (which is replaced)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none anyway when stderr is not a terminal)")
     add_dataclass_flags(p, GPTConfig, "model", "model (GPTConfig)")
     add_dataclass_flags(p, TrainConfig, "train", "training (TrainConfig)")
     return p.parse_args(argv)
@@ -186,6 +187,8 @@ def train(args, world):
         print(f"on {device}, the checkpoint's settings: {model_cfg}")
     else:
         model_cfg, train_cfg = preset(name, vocab_size=len(set(text)), **model_given, **train_given)
+        if distributed.world_size() == 1:   # one line, before the settings (under mpirun: rank 0's, in run)
+            check_new_run(out, text, args.overwrite)
         print(f"preset {name} on {device}: {model_cfg}")
     print(f"training: {train_cfg}")
     print(f"data: {path}")

@@ -88,7 +88,9 @@ class _StopRequest:
 
 
 def _progress_bar(total, initial, enabled):
-    if not enabled:
+    """A tqdm bar on stderr, only where stderr is a terminal: in a log file or a pipe (tail,
+    mpirun, CI) its redraws would bury the step lines."""
+    if not enabled or not sys.stderr.isatty():
         return None
     try:
         from tqdm import tqdm
@@ -153,6 +155,14 @@ def run(model_config, train_config, text, out_dir, device="cpu", resume=False, o
 
 def _quiet(*args, **kwargs):
     """The log of ranks other than 0: rank 0 says everything once."""
+
+
+def check_new_run(out_dir, text, overwrite=False):
+    """Refuse, in one line, a new run in a folder that holds one (unless overwrite): what is
+    there, and the ways on. The CLI calls it before printing anything; run() calls it again."""
+    ckpt_path = Path(out_dir) / CHECKPOINT
+    if ckpt_path.exists() and not overwrite:
+        raise _occupied(out_dir, ckpt_path, text_sha256(text))
 
 
 def _occupied(out_dir, ckpt_path, digest):
@@ -223,12 +233,11 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
         finished = state["step"] == tc.max_iters
         if not finished:
             log(f"resuming from {ckpt_path} at step {state['step']}")
-        tc = check_resume(state, model_config, tc, log)
         check_world_size(state, world.size)
+        tc = check_resume(state, model_config, tc, log)
         tokenizer = CharTokenizer.from_chars(state["vocab"])
     else:
-        if ckpt_path.exists() and not overwrite:
-            raise _occupied(out_dir, ckpt_path, text_sha256(text))
+        check_new_run(out_dir, text, overwrite)
         tokenizer = CharTokenizer(text)
     digest = text_sha256(text)
     if resume:

@@ -27,6 +27,9 @@ except Exception as e:  # installed, but it cannot load (a missing CUDA library,
 DEVICES = ("cpu", "cuda")
 CUDA_HELP = ('device "cuda" needs CuPy and a GPU: install the extra that matches your CUDA, '
              'pip install -e ".[cuda12]" or pip install -e ".[cuda13]"')
+CUDA_HELP_INSTALLED = ('device "cuda" needs an NVIDIA GPU with a driver recent enough for CuPy\'s CUDA '
+                       '(nvidia-smi shows both), and CuPy built for that CUDA: pip install -e ".[cuda12]" '
+                       'or pip install -e ".[cuda13]"; without a GPU, use the cpu device')
 
 
 class DeviceError(RuntimeError):
@@ -87,7 +90,7 @@ def check_device(device):
     if "ready" not in _cuda:   # the first use of cuda: check it, then set TF32 once
         reason = cuda_unavailable_reason()
         if reason is not None:
-            raise DeviceError(f"{reason}; {CUDA_HELP}")
+            raise DeviceError(f"{reason}; {CUDA_HELP if cp is None else CUDA_HELP_INSTALLED}")
         _apply_tf32()
         _cuda["ready"] = True
     return device

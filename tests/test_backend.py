@@ -73,8 +73,10 @@ def cupy_as(monkeypatch):
 def test_cuda_errors_give_cupys_reason_beside_the_install_hint(cupy_as, cp, import_error, reason):
     cupy_as(cp, import_error)
     assert not tl.gpu_available()
-    with pytest.raises(tl.DeviceError, match=rf"^{reason}; .*pip install -e \"\.\[cuda12\]\""):
+    with pytest.raises(tl.DeviceError, match=rf"^{reason}; .*pip install -e \"\.\[cuda12\]\"") as e:
         tl.tensor([1.0], device="cuda")
+    # CuPy installed: the driver and the GPU are the likelier cause, and the cpu device the way on
+    assert ("without a GPU, use the cpu device" in str(e.value)) == (cp is not None)
     with pytest.raises(tl.DeviceError, match=reason):
         tl.tensor([1.0]).to("cuda")
 

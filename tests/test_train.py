@@ -799,7 +799,7 @@ def test_a_new_run_on_other_data_in_an_occupied_default_out_names_the_data_there
     before = (tmp_path / "out" / "mytext-cpu" / CHECKPOINT).read_bytes()
     done = subprocess.run([sys.executable, str(REPO / TRAIN_SCRIPT), "--device", "cpu", "--data", "sub/mytext.txt"],
                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == 1 and done.stdout == ""     # the one line, no settings printed first
     assert done.stderr == (f"error: {Path('out') / 'mytext-cpu'} already holds a training run (ckpt.pkl, at step 2, "
                            f"trained on other data: {str(first)!r}): pass another --out for the new run, --overwrite "
                            "to replace that run, or --resume to continue it on its own data\n")
@@ -1138,3 +1138,13 @@ def test_resume_cleans_up_after_a_kill_during_a_save(tmp_path):
     assert steps == [0, 5, 10, 15, 20]                  # step 15 once, from the resumed run
     assert metric_losses(tmp_path)[:3] == one_go
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_progress_bar_is_drawn_only_on_a_terminal(monkeypatch):
+    from gpt.train import _progress_bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert _progress_bar(10, 0, True) is None            # a log file or a pipe: step lines only
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = _progress_bar(10, 0, True)
+    assert bar is not None and _progress_bar(10, 0, False) is None
+    bar.close()

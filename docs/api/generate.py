@@ -196,7 +196,7 @@ def _documented():
 
 
 def _anchor(modname):
-    return "-" + re.sub(r"[^a-z0-9_-]", "", modname.lower())  # GitHub's anchor for "## `name`"
+    return re.sub(r"[^a-z0-9_-]", "", modname.lower())  # GitHub's anchor for "## `name`": no backticks, no dots
 
 
 def _short(value):
