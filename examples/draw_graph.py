@@ -43,7 +43,7 @@ def main(argv=None):
     print(f"wrote {dot_path}")
     if shutil.which("dot") is None:
         print("graphviz's `dot` is not installed, so no SVG or PNG: apt-get install graphviz "
-              "(or brew install graphviz), then `dot -Tsvg graph.dot -o graph.svg`")
+              f"(or brew install graphviz), then `dot -Tsvg {dot_path} -o {out / 'graph.svg'}`")
         return 0
     for fmt in ("svg", "png"):
         subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(out / f"graph.{fmt}")], check=True)

@@ -166,7 +166,9 @@ def test_draw_graph_without_graphviz_says_so(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(draw_graph.shutil, "which", lambda name: None)
     assert draw_graph.main(["--out", str(tmp_path)]) == 0
     assert (tmp_path / "graph.dot").exists() and not (tmp_path / "graph.svg").exists()
-    assert "`dot` is not installed" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "`dot` is not installed" in said
+    assert f"`dot -Tsvg {tmp_path / 'graph.dot'} -o {tmp_path / 'graph.svg'}`" in said   # works as pasted
 
 
 # ================================ attention_map and plot_loss ================================
