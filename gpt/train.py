@@ -389,12 +389,11 @@ def _run(model_config, tc, text, out_dir, device, resume, overwrite, progress, l
                 _, loss = model(x, y)
                 optimizer.zero_grad()
                 loss.backward()
-                optimizer.gather_grads()             # each group's gradients in one flat buffer
-                world.average_gradients(optimizer)   # data-parallel: the ranks' mean, before clipping
+                flat = optimizer.gather_grads()      # each group's gradients in one flat buffer
+                world.average_gradients(optimizer)   # data-parallel: the ranks' mean (in place), before clipping
                 if tc.grad_clip:
                     norm = tl.optim.clip_grad_norm_(params, tc.grad_clip)
                 else:                                # not clipped, but checked all the same
-                    flat = optimizer.gather_grads()
                     norm = kernels.resolve(tl.optim.grad_norm, backend.device_of(flat[0]))(flat)
                 # the step's one host sync: the loss, the norm and the deferred id checks in one read
                 loss_value, norm_value = backend.item(loss, norm)
